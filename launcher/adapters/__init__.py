@@ -1,0 +1,1 @@
+"""Adapters: how launcher talks to git, Docker, the state store and the task files."""

@@ -1,0 +1,296 @@
+"""Host-side git: worktrees, branches, bundles. Never trusts anything a run wrote.
+
+Every call names ``--git-dir`` of the real repository, runs from ``/`` (a folder no agent
+can write), with ``GIT_*`` variables stripped, so neither a planted ``.git`` nor an
+agent-written config can redirect it. When launcher runs as root on a repository owned by
+someone else, git runs as that owner: what it creates belongs to them, and git's ownership
+check never needs ``safe.directory``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from launcher.adapters.locks import file_lock
+from launcher.errors import GitError, GitLockContentionError, InvalidInputError
+
+# git reports lock contention only in prose; this is its exact wording for every lock file
+# (index.lock, config.lock, ref locks), and nothing else uses it.
+_LOCK_CONTENTION = re.compile(r"Unable to create '[^']+\.lock': File exists|cannot lock ref")
+GIT_RETRY_ATTEMPTS = 6
+
+
+@dataclass(frozen=True)
+class Owner:
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class WorktreeEntry:
+    path: str
+    head: str | None
+    branch: str | None
+    prunable: bool
+
+
+def _clean_env(owner: Owner | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["LC_ALL"] = "C"
+    if owner is not None:
+        try:
+            env["HOME"] = pwd.getpwuid(owner.uid).pw_dir
+        except KeyError:
+            env["HOME"] = "/nonexistent"
+        env.pop("XDG_CONFIG_HOME", None)
+    return env
+
+
+class Repository:
+    """A repository on the host, addressed by its common git directory."""
+
+    def __init__(self, toplevel: Path, git_dir: Path, lock_dir: Path) -> None:
+        self.toplevel = toplevel
+        self.git_dir = git_dir
+        info = git_dir.stat()
+        self.owner = Owner(info.st_uid, info.st_gid)
+        self._lock_path = lock_dir / "repos" / f"{_lock_name(git_dir)}.lock"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.git_dir / "objects"
+
+    @property
+    def name(self) -> str:
+        return self.toplevel.name
+
+    @classmethod
+    def open(cls, path: str | Path, *, lock_dir: Path) -> Repository:
+        """Find the repository that contains ``path`` (a path the user named)."""
+        start = Path(path).expanduser()
+        if not start.exists():
+            raise InvalidInputError(f"repository path {start} does not exist")
+        start = start.resolve()
+        for candidate in (start, *start.parents):
+            dotgit = candidate / ".git"
+            if dotgit.is_dir() and not dotgit.is_symlink():
+                return cls(candidate, dotgit, lock_dir)
+            if dotgit.is_file():
+                raise InvalidInputError(
+                    f"{candidate} is a linked worktree or submodule, not a main checkout",
+                    hint="pass the path of the repository's main checkout",
+                )
+            if (candidate / "HEAD").is_file() and (candidate / "objects").is_dir() and candidate == start:
+                raise InvalidInputError(
+                    f"{candidate} is a bare repository; launcher needs a repository with a working tree",
+                )
+        raise InvalidInputError(f"{start} is not inside a git repository", hint="pass --repo PATH of a git checkout")
+
+    # -- running git ---------------------------------------------------------------------
+
+    def _run_as(self) -> Owner | None:
+        if os.geteuid() == 0 and self.owner.uid != 0:
+            return self.owner
+        return None
+
+    def git(
+        self, *args: str, check: bool = True, input_bytes: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        owner = self._run_as()
+        cmd = ["git", f"--git-dir={self.git_dir}", *args]
+        try:
+            proc = subprocess.run(
+                cmd,
+                cwd="/",
+                env=_clean_env(owner),
+                input=input_bytes,
+                capture_output=True,
+                check=False,
+                user=owner.uid if owner else None,
+                group=owner.gid if owner else None,
+                extra_groups=[] if owner else None,
+            )
+        except FileNotFoundError as exc:
+            raise GitError("git is not installed on this machine") from exc
+        if check and proc.returncode != 0:
+            stderr = proc.stderr.decode("utf-8", "replace").strip()
+            if _LOCK_CONTENTION.search(stderr):
+                raise GitLockContentionError(f"git {args[0]}: {stderr}")
+            raise GitError(f"git {' '.join(args[:2])} failed in {self.toplevel}: {stderr}")
+        return proc
+
+    def git_out(self, *args: str) -> str:
+        return self.git(*args).stdout.decode("utf-8", "replace").strip()
+
+    def mutate(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """A git call that changes the repository: serialised per repository, lock errors retried."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(GitLockContentionError),
+            stop=stop_after_attempt(GIT_RETRY_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, self.locked():
+                return self.git(*args)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with file_lock(self._lock_path, timeout=120.0):
+            yield
+
+    # -- queries -------------------------------------------------------------------------
+
+    def has_commits(self) -> bool:
+        return self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).returncode == 0
+
+    def resolve_commit(self, ref: str) -> str:
+        if ref.startswith("-") or "\x00" in ref:
+            raise InvalidInputError(f"invalid base ref {ref!r}")
+        proc = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+        if proc.returncode != 0:
+            if not self.has_commits():
+                raise InvalidInputError(
+                    f"repository {self.toplevel} has no commits yet", hint="commit something first"
+                )
+            raise InvalidInputError(f"unknown base ref {ref!r} in {self.toplevel}")
+        return proc.stdout.decode().strip()
+
+    def symbolic_branch(self, ref: str) -> str | None:
+        """The branch name a ref denotes (``HEAD`` -> ``main``), or None."""
+        proc = self.git("rev-parse", "--symbolic-full-name", "--end-of-options", ref, check=False)
+        full = proc.stdout.decode().strip()
+        return full.removeprefix("refs/heads/") if full.startswith("refs/heads/") else None
+
+    def ref_exists(self, ref: str) -> bool:
+        return self.git("show-ref", "--verify", "--quiet", ref, check=False).returncode == 0
+
+    def check_ref_format(self, branch: str) -> bool:
+        return self.git("check-ref-format", "--branch", branch, check=False).returncode == 0
+
+    def config_get(self, key: str) -> str | None:
+        proc = self.git("config", "--get", key, check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def worktrees(self) -> list[WorktreeEntry]:
+        out = self.git_out("worktree", "list", "--porcelain")
+        entries: list[WorktreeEntry] = []
+        for block in out.split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in block.splitlines():
+                key, _, value = line.partition(" ")
+                fields[key] = value
+            if "worktree" in fields:
+                entries.append(
+                    WorktreeEntry(
+                        path=fields["worktree"],
+                        head=fields.get("HEAD"),
+                        branch=fields.get("branch", "").removeprefix("refs/heads/") or None,
+                        prunable="prunable" in fields,
+                    )
+                )
+        return entries
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return self.git("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode == 0
+
+    def commits_between(self, base: str, tip: str) -> list[dict[str, str]]:
+        out = self.git_out("log", "--format=%H%x00%s", f"{base}..{tip}")
+        commits = []
+        for line in out.splitlines():
+            sha, _, subject = line.partition("\x00")
+            commits.append({"sha": sha, "subject": subject})
+        return commits
+
+    def diff_summary(self, base: str, tip: str) -> dict[str, object]:
+        numstat = self.git_out("diff", "--numstat", "--no-renames", base, tip)
+        files, added, deleted = [], 0, 0
+        for line in numstat.splitlines():
+            a, d, name = line.split("\t", 2)
+            files.append(name)
+            added += int(a) if a.isdigit() else 0
+            deleted += int(d) if d.isdigit() else 0
+        return {"files_changed": len(files), "insertions": added, "deletions": deleted, "files": files[:200]}
+
+    # -- mutations -----------------------------------------------------------------------
+
+    def add_worktree(self, path: Path, branch: str, base_sha: str) -> None:
+        """A new branch and its worktree, without checkout: the run checks out as its own uid."""
+        if not self.check_ref_format(branch):
+            raise InvalidInputError(f"git refuses the branch name {branch!r}")
+        if self.ref_exists(f"refs/heads/{branch}"):
+            raise GitError(f"branch {branch} already exists; run branches are never reused")
+        self.mutate("worktree", "add", "--no-checkout", "-b", branch, str(path), base_sha)
+
+    def remove_worktree(self, path: Path) -> None:
+        proc = self.git("worktree", "remove", "--force", "--force", str(path), check=False)
+        if proc.returncode != 0:
+            # The folder may already be gone or not a worktree any more; prune forgets it.
+            self.mutate("worktree", "prune")
+
+    def prune_worktrees(self) -> None:
+        self.mutate("worktree", "prune")
+
+    def verify_bundle(self, bundle: Path) -> list[tuple[str, str]]:
+        """``git bundle verify`` then its heads as (sha, ref) pairs."""
+        self.git("bundle", "verify", "--quiet", str(bundle))
+        heads = []
+        for line in self.git_out("bundle", "list-heads", str(bundle)).splitlines():
+            sha, _, ref = line.partition(" ")
+            heads.append((sha, ref))
+        return heads
+
+    def fetch_bundle_head(self, bundle: Path, staging_ref: str) -> str:
+        self.mutate(
+            "-c",
+            "transfer.fsckObjects=true",
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            str(bundle),
+            f"+HEAD:{staging_ref}",
+        )
+        return self.git_out("rev-parse", "--verify", staging_ref)
+
+    def update_ref(self, ref: str, new: str, old: str) -> None:
+        """Compare-and-set a ref: moves only if it still points at ``old``."""
+        self.mutate("update-ref", ref, new, old)
+
+    def delete_ref(self, ref: str) -> None:
+        self.git("update-ref", "-d", ref, check=False)
+
+    def read_tree_into_worktree_index(self, worktree_admin: Path, tree: str) -> None:
+        """Fill a kept worktree's index from a commit, touching no file the agent wrote."""
+        owner = self._run_as()
+        env = _clean_env(owner)
+        env["GIT_INDEX_FILE"] = str(worktree_admin / "index")
+        subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", "read-tree", tree],
+            cwd="/",
+            env=env,
+            capture_output=True,
+            check=False,
+            user=owner.uid if owner else None,
+            group=owner.gid if owner else None,
+            extra_groups=[] if owner else None,
+        )
+
+
+def _lock_name(git_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(git_dir).encode()).hexdigest()[:24]
+
+

@@ -1,0 +1,53 @@
+"""Inter-process file locks (fcntl.flock) with a deadline.
+
+flock locks belong to the open file description, so they are released by the kernel when
+the holder dies, even by SIGKILL: a crashed launcher never leaves a lock behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from launcher.errors import LockTimeoutError
+
+_CONTENTION = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
+
+
+@contextmanager
+def file_lock(path: Path, *, timeout: float = 60.0) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        _acquire(fd, path, timeout)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, path: Path, timeout: float) -> None:
+    started = time.monotonic()
+    deadline = started + timeout
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in _CONTENTION:
+                raise
+        now = time.monotonic()
+        if now >= deadline:
+            raise LockTimeoutError(str(path), now - started)
+        # Polling, because a blocking flock cannot honour a deadline; the backoff keeps
+        # 16 contending processes from burning both cores.
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.05)

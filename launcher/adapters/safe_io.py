@@ -1,0 +1,72 @@
+"""Reading and writing files that another party may have tampered with.
+
+Everything a run leaves behind is hostile input: it is opened with O_NOFOLLOW, must be a
+regular file, and is read up to a size cap. Writes go to a temporary file in the same
+folder, are fsynced, then renamed over the target, so a reader sees the old file or the
+new one and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from launcher.errors import InvalidInputError
+
+
+class UnsafeFileError(InvalidInputError):
+    code = "unsafe-file"
+
+
+def read_untrusted(path: Path, *, max_bytes: int, single_link: bool = False) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the last component is a symlink
+            raise UnsafeFileError(f"{path} is a symbolic link; refusing to follow it") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{path} is not a regular file")
+        if single_link and info.st_nlink != 1:
+            raise UnsafeFileError(f"{path} has {info.st_nlink} hard links; refusing it")
+        if info.st_size > max_bytes:
+            raise UnsafeFileError(f"{path} is {info.st_size} bytes, over the {max_bytes}-byte cap")
+        chunks, remaining = [], max_bytes + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise UnsafeFileError(f"{path} grew past the {max_bytes}-byte cap while being read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    directory = path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,68 @@
+"""launcher's command line: parses, calls a core service, prints. Nothing else.
+
+Exit codes live in launcher.errors.ExitCode and are documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from launcher.cli import image_cmd, init_cmd, paths_cmd, run_cmd, task_cmd
+from launcher.cli.app_context import Application
+from launcher.errors import ExitCode, LauncherError
+
+app = typer.Typer(
+    name="launcher",
+    help=(
+        "Run coding agents side by side without letting them trample each other: every run "
+        "gets its own git worktree and branch, its own container, and every shared change goes "
+        "through one coordinator as a compare-and-set."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    root: str = typer.Option(
+        None, "--root", help="Case root (default: $CASE_ROOT, else the current git checkout's top level)."
+    ),
+    state_url: str = typer.Option(
+        None,
+        "--state-url",
+        help="Coordinator URL (default: $LAUNCHER_STATE_URL, else SQLite at <root>/.launcher/state.db).",
+    ),
+) -> None:
+    ctx.obj = Application(root, state_url)
+    ctx.call_on_close(ctx.obj.close)
+
+
+init_cmd.register(app)
+task_cmd.register(app)
+paths_cmd.register(app)
+image_cmd.register(app)
+run_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # typer exits by itself on success, on usage errors (2) and on typer.Exit; only
+        # launcher's own errors reach this boundary, which maps them to their exit codes.
+        app(args=args, prog_name="launcher")
+    except LauncherError as exc:
+        if "--json" in args:
+            payload = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
+            print(json.dumps(payload, indent=2))
+        print(f"launcher: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("launcher: interrupted", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)

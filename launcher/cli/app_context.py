@@ -1,0 +1,108 @@
+"""One application object per CLI invocation: root, config, coordinator, output mode.
+
+Heavy imports (pydantic models, the Docker SDK) happen inside the properties, so that
+`launcher --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from launcher.adapters.taskfiles import TaskFiles
+    from launcher.core.ports import Coordinator
+    from launcher.core.tasks import TaskService
+    from launcher.settings import LauncherConfig, Layout
+
+
+class Application:
+    def __init__(self, root_option: str | None, state_url: str | None) -> None:
+        self._root_option = root_option
+        self._state_url = state_url
+        self._store: Coordinator | None = None
+
+    @cached_property
+    def root(self) -> Path:
+        from launcher.settings import resolve_root
+
+        return resolve_root(self._root_option)
+
+    @cached_property
+    def config(self) -> LauncherConfig:
+        from launcher.settings import load_config
+
+        return load_config(self.root)
+
+    @cached_property
+    def layout(self) -> Layout:
+        from launcher.settings import Layout
+
+        return Layout(self.root, self.config)
+
+    @property
+    def store(self) -> Coordinator:
+        if self._store is None:
+            from launcher.adapters.store import open_coordinator
+
+            self._store = open_coordinator(self.layout.state_url(self._state_url))
+        return self._store
+
+    @cached_property
+    def task_files(self) -> TaskFiles:
+        from launcher.adapters.taskfiles import TaskFiles
+
+        return TaskFiles(self.layout.tasks_dir, self.layout.locks_dir)
+
+    @cached_property
+    def tasks(self) -> TaskService:
+        from launcher.core.tasks import TaskService
+
+        return TaskService(self.store, self.task_files, actor=self.actor)
+
+    @cached_property
+    def actor(self) -> str:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        return f"{user}@{socket.gethostname()}"
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def app_of(ctx: typer.Context) -> Application:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Application):  # pragma: no cover - set by the root callback
+        raise RuntimeError("launcher CLI context is missing")
+    return obj
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def dump(model: Any) -> Any:
+    """A pydantic model (or list of them) as JSON-ready data."""
+    if isinstance(model, list):
+        return [dump(m) for m in model]
+    return model.model_dump(mode="json")
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""`launcher task …`: create, list, show, set-status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from launcher.cli.app_context import Application, app_of, dump, emit_json, table
+
+if TYPE_CHECKING:
+    from launcher.models import TaskRecord
+
+task_app = typer.Typer(help="Create and inspect tasks; change their status as a compare-and-set.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(task_app, name="task")
+
+
+def task_view(app_: Application, task: TaskRecord) -> dict[str, object]:
+    data = dump(task)
+    data["paths"] = {
+        "json": str(app_.task_files.json_path(task.id)),
+        "md": str(app_.task_files.md_path(task.id)),
+    }
+    return data
+
+
+def print_task(app_: Application, task: TaskRecord) -> None:
+    typer.echo(f"id:      {task.id}")
+    typer.echo(f"title:   {task.title}")
+    typer.echo(f"status:  {task.status.value}")
+    typer.echo(f"repo:    {task.repo} ({task.repo_path or '-'})")
+    typer.echo(f"slug:    {task.slug}")
+    if task.command:
+        typer.echo(f"command: {' '.join(task.command)}")
+    if task.image:
+        typer.echo(f"image:   {task.image}")
+    typer.echo(f"file:    {app_.task_files.json_path(task.id)}")
+
+
+@task_app.command("create")
+def create(
+    ctx: typer.Context,
+    repo: str = typer.Option(..., "--repo", help="Path of the git repository the task works on."),
+    title: str = typer.Option(..., "--title", help="One line saying what the task is."),
+    slug: str = typer.Option(None, "--slug", help="ID suffix (default: made from the title)."),
+    body_file: Path = typer.Option(None, "--body-file", help="Markdown file with the task's description."),
+    image: str = typer.Option(None, "--image", help="Agent image for this task's runs."),
+    base_ref: str = typer.Option("HEAD", "--base", help="Ref the task's run branches start from."),
+    queue: bool = typer.Option(False, "--queue", help="Queue the task for `launcher batch`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
+    command: list[str] = typer.Argument(None, help="Agent command, after `--`."),
+) -> None:
+    """Store a new task (ID allocated by the coordinator) and write its case task files.
+
+    Example: launcher task create --repo ../api --title "Fix login redirect" -- claude -p "$(cat prompt.md)"
+    """
+    from launcher.adapters.git import Repository
+    from launcher.core.slugs import repo_prefix
+    from launcher.core.tasks import RepoRef
+    from launcher.errors import InvalidInputError
+
+    app_ = app_of(ctx)
+    repository = Repository.open(repo, lock_dir=app_.layout.locks_dir)
+    body = None
+    if body_file is not None:
+        try:
+            body = body_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read --body-file {body_file}: {exc}") from exc
+    task = app_.tasks.create(
+        RepoRef(name=repo_prefix(repository.name), path=str(repository.toplevel)),
+        title,
+        slug=slug,
+        body=body,
+        image=image,
+        command=list(command or []),
+        base_ref=base_ref,
+        queued=queue,
+    )
+    if as_json:
+        emit_json(task_view(app_, task))
+    else:
+        print_task(app_, task)
+
+
+@task_app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: str = typer.Option(None, "--status", help="Only tasks in this status."),
+    as_json: bool = typer.Option(False, "--json", help="Print the tasks as JSON."),
+) -> None:
+    """List tasks, oldest first."""
+    app_ = app_of(ctx)
+    tasks = app_.tasks.list(status)
+    if as_json:
+        emit_json([task_view(app_, t) for t in tasks])
+        return
+    if not tasks:
+        typer.echo("no tasks")
+        return
+    typer.echo(table([[t.id, t.status.value, t.repo, t.title[:60]] for t in tasks], ["ID", "STATUS", "REPO", "TITLE"]))
+
+
+@task_app.command("show")
+def show(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="Task ID, or its short form <repo>-<N>."),
+    as_json: bool = typer.Option(False, "--json", help="Print the task and its history as JSON."),
+) -> None:
+    """Show a task with its status history and runs."""
+    app_ = app_of(ctx)
+    task = app_.tasks.get(task_id)
+    history = app_.tasks.history(task.id)
+    runs = app_.store.list_runs(task_id=task.id)
+    if as_json:
+        data = task_view(app_, task)
+        data["history"] = dump(history)
+        data["runs"] = dump(runs)
+        emit_json(data)
+        return
+    print_task(app_, task)
+    typer.echo("history:")
+    for h in history:
+        source = h.from_status.value if h.from_status else "-"
+        typer.echo(f"  {h.at.isoformat()}  {source} -> {h.to_status.value}  by {h.actor}  {h.reason or ''}".rstrip())
+    if runs:
+        typer.echo("runs:")
+        for r in runs:
+            code = "" if r.exit_code is None else f" exit {r.exit_code}"
+            typer.echo(f"  {r.id}  {r.state.value}{code}  {r.branch}")
+
+
+@task_app.command("set-status")
+def set_status(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="Task ID."),
+    status: str = typer.Argument(..., help="New status (case's names: active, implementing, …)."),
+    expected: str = typer.Option(
+        None, "--from", help="Only if the task is in this status now (compare-and-set); exit 3 otherwise."
+    ),
+    reason: str = typer.Option(None, "--reason", help="Why; kept in the history and the Progress Log."),
+    as_json: bool = typer.Option(False, "--json", help="Print the updated task as JSON."),
+) -> None:
+    """Change a task's status, legally and atomically. Exit 3 on a conflict, 4 on an illegal move."""
+    app_ = app_of(ctx)
+    task = app_.tasks.set_status(task_id, status, expected=expected, reason=reason)
+    if as_json:
+        emit_json(task_view(app_, task))
+    else:
+        typer.echo(f"{task.id}: {task.status.value}")

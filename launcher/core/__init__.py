@@ -1,0 +1,1 @@
+"""Core services: the rules. They receive adapters and import none of them."""

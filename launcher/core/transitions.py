@@ -1,0 +1,78 @@
+"""case's task status machine, and launcher's own run state machine.
+
+The task table mirrors case's ``scripts/task-status.sh`` (March 2026) plus the later
+``approving``/``evaluating`` review step, so tasks from either case version stay legal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from launcher.errors import IllegalTransitionError, InvalidInputError
+
+
+class TaskStatus(StrEnum):
+    ACTIVE = "active"
+    IMPLEMENTING = "implementing"
+    VERIFYING = "verifying"
+    REVIEWING = "reviewing"
+    APPROVING = "approving"
+    EVALUATING = "evaluating"
+    CLOSING = "closing"
+    PR_OPENED = "pr-opened"
+    MERGED = "merged"
+
+
+_T = TaskStatus
+TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    _T.ACTIVE: frozenset({_T.IMPLEMENTING}),
+    _T.IMPLEMENTING: frozenset({_T.VERIFYING, _T.ACTIVE}),
+    _T.VERIFYING: frozenset({_T.REVIEWING, _T.CLOSING, _T.IMPLEMENTING}),
+    _T.REVIEWING: frozenset({_T.CLOSING, _T.VERIFYING, _T.APPROVING, _T.EVALUATING}),
+    _T.APPROVING: frozenset({_T.CLOSING, _T.IMPLEMENTING, _T.VERIFYING}),
+    _T.EVALUATING: frozenset({_T.CLOSING, _T.IMPLEMENTING, _T.VERIFYING}),
+    _T.CLOSING: frozenset({_T.PR_OPENED, _T.VERIFYING}),
+    _T.PR_OPENED: frozenset({_T.PR_OPENED, _T.MERGED}),
+    _T.MERGED: frozenset(),
+}
+
+
+def parse_status(value: str) -> TaskStatus:
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in TaskStatus)
+        raise InvalidInputError(f"unknown task status {value!r}; known statuses: {known}") from None
+
+
+def is_legal(current: TaskStatus, target: TaskStatus) -> bool:
+    return target in TASK_TRANSITIONS[current]
+
+
+def check_legal(current: TaskStatus, target: TaskStatus) -> None:
+    if not is_legal(current, target):
+        allowed = ", ".join(sorted(s.value for s in TASK_TRANSITIONS[current])) or "none"
+        raise IllegalTransitionError(
+            f"illegal transition {current.value} -> {target.value}; from {current.value} the legal "
+            f"targets are: {allowed}",
+            current=current.value,
+            target=target.value,
+        )
+
+
+class RunState(StrEnum):
+    CREATED = "created"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    EXITED = "exited"  # the agent exited 0
+    FAILED = "failed"  # the agent exited non-zero, or setup failed
+    TIMED_OUT = "timed-out"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # the launcher that owned it died; settled by gc
+
+
+TERMINAL_RUN_STATES = frozenset(
+    {RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED, RunState.LOST}
+)
+LIVE_RUN_STATES = frozenset({RunState.CREATED, RunState.PREPARING, RunState.RUNNING})

@@ -1,0 +1,116 @@
+"""The one error hierarchy of launcher.
+
+Every error a user can meet is a ``LauncherError`` carrying an exit code; each also derives
+from the builtin that describes it best, so library callers can catch either. The exit codes
+are part of the CLI contract and are documented in the README; change them only with it.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    FAILURE = 1  # generic failure; also `paths check` finding hard-coded paths
+    USAGE = 2  # typer/click usage errors
+    CONFLICT = 3  # compare-and-set lost: the state is not what the caller expected
+    ILLEGAL_TRANSITION = 4
+    NOT_FOUND = 5
+    INVALID_INPUT = 6
+    STATE_STORE = 7  # state store unreadable, corrupt, locked too long, or root unwritable
+    DOCKER = 8  # Docker engine unreachable, image missing or failing to build
+    GIT = 9
+    RUN_FAILED = 10  # the agent exited non-zero
+    RUN_TIMED_OUT = 11
+    RUN_CANCELLED = 12
+    RUN_LOST = 13
+    INTERRUPTED = 130
+
+
+class LauncherError(Exception):
+    exit_code: int = ExitCode.FAILURE
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class InvalidInputError(LauncherError, ValueError):
+    exit_code = ExitCode.INVALID_INPUT
+    code = "invalid-input"
+
+
+class NotFoundError(LauncherError, LookupError):
+    exit_code = ExitCode.NOT_FOUND
+    code = "not-found"
+
+
+class TransitionConflictError(LauncherError):
+    """The compare-and-set lost: the current state differs from the expected one."""
+
+    exit_code = ExitCode.CONFLICT
+    code = "conflict"
+
+    def __init__(self, message: str, *, actual: str, expected: str) -> None:
+        super().__init__(message)
+        self.actual = actual
+        self.expected = expected
+
+
+class IllegalTransitionError(LauncherError, ValueError):
+    exit_code = ExitCode.ILLEGAL_TRANSITION
+    code = "illegal-transition"
+
+    def __init__(self, message: str, *, current: str, target: str) -> None:
+        super().__init__(message)
+        self.current = current
+        self.target = target
+
+
+class StateStoreError(LauncherError, RuntimeError):
+    exit_code = ExitCode.STATE_STORE
+    code = "state-store"
+
+
+class LockTimeoutError(LauncherError, TimeoutError):
+    exit_code = ExitCode.STATE_STORE
+    code = "lock-timeout"
+
+    def __init__(self, path: str, waited: float) -> None:
+        super().__init__(
+            f"could not take the lock {path} within {waited:.1f}s",
+            hint="another launcher process holds it; retry, or check for a hung process",
+        )
+        self.path = path
+
+
+class GitError(LauncherError, RuntimeError):
+    exit_code = ExitCode.GIT
+    code = "git"
+
+
+class GitLockContentionError(GitError):
+    """git could not take one of its own lock files; transient, worth retrying."""
+
+    code = "git-lock"
+
+
+class DockerError(LauncherError, RuntimeError):
+    exit_code = ExitCode.DOCKER
+    code = "docker"
+
+
+class DockerUnavailableError(DockerError, ConnectionError):
+    code = "docker-unavailable"
+
+
+class ImageNotFoundError(DockerError, LookupError):
+    code = "image-not-found"
+
+
+class RunError(LauncherError, RuntimeError):
+    code = "run"

@@ -1,0 +1,162 @@
+"""Where things live: the case root, launcher's folders under it, and launcher.toml.
+
+Nothing here knows a machine: every path comes from --root, CASE_ROOT or the current
+git checkout, and from the run's own layout under that root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from launcher.errors import InvalidInputError
+
+STATE_DIR_NAME = ".launcher"
+CONFIG_NAME = "launcher.toml"
+DEFAULT_IMAGE = "launcher/agent-base:latest"
+
+
+class RunDefaults(BaseModel):
+    """[run] in launcher.toml: defaults for every run, each overridable on the command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(default=DEFAULT_IMAGE, description="agent image when the task names none")
+    command: list[str] = Field(default_factory=list, description="agent command when the task has none")
+    timeout: float = Field(default=3600.0, gt=0, description="seconds before the container is killed")
+    network: Literal["none", "bridge"] = Field(default="none", description="container network")
+    keep_worktree: bool = Field(default=False, description="keep the worktree after the run ends")
+    worktrees_dir: str = Field(default=".launcher/worktrees", description="relative to the case root")
+    base_ref: str = Field(default="HEAD", description="what a run's branch starts from")
+    memory: str = Field(default="2g", description="container memory limit")
+    cpus: float = Field(default=1.0, gt=0, description="container CPU limit")
+    pids_limit: int = Field(default=512, gt=0, description="container process limit")
+    runtime: str | None = Field(default=None, description="OCI runtime, e.g. runsc")
+    uid_base: int = Field(default=20000, ge=1000, description="first per-run uid")
+    uid_span: int = Field(default=40000, ge=16, description="how many per-run uids rotate")
+
+
+class LauncherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_url: str | None = Field(default=None, description="coordinator URL; default SQLite in .launcher")
+    run: RunDefaults = Field(default_factory=RunDefaults)
+
+
+DEFAULT_CONFIG_TEXT = """\
+# launcher configuration. Every value here is a default; command-line options win.
+
+# Coordinator. Default: SQLite at .launcher/state.db under the case root.
+# LAUNCHER_STATE_URL and --state-url override it.
+# state_url = "postgresql://launcher@db/launcher"
+
+[run]
+# image = "launcher/agent-base:latest"   # agent image when a task names none
+# command = ["bash", "-lc", "make test"] # agent command when a task has none
+# timeout = 3600                          # seconds; the container is killed after it
+# network = "none"                        # none | bridge
+# keep_worktree = false                   # keep each run's worktree after it ends
+# worktrees_dir = ".launcher/worktrees"   # relative to the case root
+# base_ref = "HEAD"                       # what run branches start from
+# memory = "2g"
+# cpus = 1.0
+# pids_limit = 512
+# runtime = "runsc"                       # optional OCI runtime (gVisor)
+# uid_base = 20000                        # per-run uids are uid_base + (run number % uid_span)
+# uid_span = 40000
+"""
+
+
+class Layout:
+    """launcher's folders under one case root."""
+
+    def __init__(self, root: Path, config: LauncherConfig | None = None) -> None:
+        self.root = root
+        self.config = config or LauncherConfig()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR_NAME
+
+    @property
+    def state_db(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Host-only per-run records: logs, harvested bundles. Never mounted into a run."""
+        return self.state_dir / "runs"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        """Per-run folders that are mounted into that run's container (private git dir, out)."""
+        return self.state_dir / "sandboxes"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        configured = Path(self.config.run.worktrees_dir)
+        return configured if configured.is_absolute() else self.root / configured
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.root / "tasks"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    def state_url(self, override: str | None = None) -> str:
+        url = override or os.environ.get("LAUNCHER_STATE_URL") or self.config.state_url
+        return url or f"sqlite:///{self.state_db}"
+
+
+def resolve_root(explicit: str | None, *, cwd: Path | None = None) -> Path:
+    """--root, else CASE_ROOT, else the git top-level of the current directory."""
+    chosen = explicit or os.environ.get("CASE_ROOT")
+    if chosen:
+        root = Path(chosen).expanduser()
+        if not root.is_dir():
+            raise InvalidInputError(f"case root {root} is not a directory")
+        return root.resolve()
+    here = cwd or Path.cwd()
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+        )
+    except FileNotFoundError:
+        out = None
+    if out is None or out.returncode != 0 or not out.stdout.strip():
+        raise InvalidInputError(
+            "no case root: pass --root, set CASE_ROOT, or run inside a git checkout",
+        )
+    return Path(out.stdout.strip()).resolve()
+
+
+def load_config(root: Path) -> LauncherConfig:
+    path = root / CONFIG_NAME
+    if not path.exists():
+        return LauncherConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return LauncherConfig.model_validate(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidInputError(f"{path}: {problems}") from exc
