@@ -71,6 +71,10 @@ class Repository:
         return self.git_dir / "objects"
 
     @property
+    def owner_ids(self) -> tuple[int, int]:
+        return self.owner.uid, self.owner.gid
+
+    @property
     def name(self) -> str:
         return self.toplevel.name
 
@@ -169,7 +173,9 @@ class Repository:
 
     def symbolic_branch(self, ref: str) -> str | None:
         """The branch name a ref denotes (``HEAD`` -> ``main``), or None."""
-        proc = self.git("rev-parse", "--symbolic-full-name", "--end-of-options", ref, check=False)
+        if ref.startswith("-"):
+            return None
+        proc = self.git("rev-parse", "--symbolic-full-name", ref, check=False)
         full = proc.stdout.decode().strip()
         return full.removeprefix("refs/heads/") if full.startswith("refs/heads/") else None
 
@@ -201,6 +207,9 @@ class Repository:
                     )
                 )
         return entries
+
+    def worktree_paths(self) -> list[str]:
+        return [entry.path for entry in self.worktrees()]
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return self.git("merge-base", "--is-ancestor", ancestor, descendant, check=False).returncode == 0

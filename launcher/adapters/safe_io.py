@@ -70,3 +70,45 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_untrusted_in(top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:
+    """Read ``top/parts…`` refusing a symlink at every step, not only the last one.
+
+    Returns None when something on the way does not exist.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        dir_fd = os.open(top, flags | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    try:
+        for part in parts[:-1]:
+            if part in {"", ".", ".."} or "/" in part:
+                raise UnsafeFileError(f"refusing path component {part!r}")
+            try:
+                next_fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise UnsafeFileError(f"{top}/{'/'.join(parts)}: {part} is not a plain folder") from exc
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise UnsafeFileError(f"{top}/{'/'.join(parts)} is a symbolic link or unreadable") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise UnsafeFileError(f"{top}/{'/'.join(parts)} is not a regular file")
+            data = os.read(fd, max_bytes + 1)
+            if len(data) > max_bytes:
+                raise UnsafeFileError(f"{top}/{'/'.join(parts)} is over the {max_bytes}-byte cap")
+            return data
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)

@@ -19,6 +19,7 @@ import typer
 if TYPE_CHECKING:
     from launcher.adapters.taskfiles import TaskFiles
     from launcher.core.ports import Coordinator
+    from launcher.core.runs import RunService
     from launcher.core.tasks import TaskService
     from launcher.settings import LauncherConfig, Layout
 
@@ -28,6 +29,10 @@ class Application:
         self._root_option = root_option
         self._state_url = state_url
         self._store: Coordinator | None = None
+
+    @property
+    def state_url_option(self) -> str | None:
+        return self._state_url
 
     @cached_property
     def root(self) -> Path:
@@ -66,6 +71,32 @@ class Application:
         from launcher.core.tasks import TaskService
 
         return TaskService(self.store, self.task_files, actor=self.actor)
+
+    @cached_property
+    def runs(self) -> RunService:
+        from launcher.adapters.docker import entry_script
+        from launcher.adapters.docker.sandbox import DockerSandbox
+        from launcher.adapters.git import Repository
+        from launcher.adapters.workspace import LocalWorkspace
+        from launcher.core.runs import RunEnvironment, RunService
+
+        layout = self.layout
+        return RunService(
+            RunEnvironment(
+                store=self.store,
+                files=self.task_files,
+                sandbox=DockerSandbox(),
+                workspace=LocalWorkspace(),
+                open_repo=lambda path: Repository.open(path, lock_dir=layout.locks_dir),
+                root=self.root,
+                state_dir=layout.state_dir,
+                worktrees_dir=layout.worktrees_dir,
+                tasks_dir=layout.tasks_dir,
+                defaults=self.config.run,
+                entry_script=entry_script(),
+                actor=self.actor,
+            )
+        )
 
     @cached_property
     def actor(self) -> str:

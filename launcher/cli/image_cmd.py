@@ -1,9 +1,32 @@
-"""Placeholder; replaced by the real command module."""
+"""`launcher image build`: build agent images from images/<NAME>."""
 
 from __future__ import annotations
 
 import typer
 
+from launcher.cli.app_context import emit_json
+
+image_app = typer.Typer(help="Build the agent images launcher runs.", no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def build(
+    name: str = typer.Argument("agent-base", help="Folder under images/ to build."),
+    images_dir: str = typer.Option(None, "--images-dir", help="Where image folders live (default: ./images of launcher)."),
+    force: bool = typer.Option(False, "--force", help="Build even when the content hash is unchanged."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Build launcher/NAME:<content-hash> and tag it :latest; skipped when the hash is unchanged."""
+    from launcher.adapters.docker.images import build_image, find_images_dir
+
+    progress = None if as_json else (lambda line: typer.echo(line, err=True))
+    result = build_image(find_images_dir(images_dir), name, force=force, progress=progress)
+    if as_json:
+        emit_json(result.model_dump())
+    else:
+        verb = "built" if result.built else "up to date"
+        typer.echo(f"{result.tag} ({verb}), also tagged {result.latest}")

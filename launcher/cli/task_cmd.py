@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def task_view(app_: Application, task: TaskRecord) -> dict[str, object]:
-    data = dump(task)
+    data: dict[str, object] = dump(task)
     data["paths"] = {
         "json": str(app_.task_files.json_path(task.id)),
         "md": str(app_.task_files.md_path(task.id)),
@@ -95,7 +95,7 @@ def list_(
 ) -> None:
     """List tasks, oldest first."""
     app_ = app_of(ctx)
-    tasks = app_.tasks.list(status)
+    tasks = app_.tasks.list_tasks(status)
     if as_json:
         emit_json([task_view(app_, t) for t in tasks])
         return

@@ -10,10 +10,13 @@ compare-and-set: it names the state it expects and fails with a typed error othe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
+from launcher.core.runlayout import PrivateGitSpec, RunPaths
 from launcher.core.transitions import RunState, TaskStatus
 from launcher.models import NewRun, NewTask, RunEventRecord, RunRecord, TaskRecord, TransitionRecord
 
@@ -100,3 +103,132 @@ class TaskFilesPort(Protocol):
     def record_transition(
         self, task_id: str, transition: TransitionRecord, load: Callable[[str], TaskRecord]
     ) -> None: ...
+
+
+class MountSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: str
+    source: str | None = None
+    kind: Literal["bind", "tmpfs"] = "bind"
+    read_only: bool = False
+    tmpfs_size: int | None = None
+    tmpfs_mode: int | None = None
+
+
+class SandboxSpec(BaseModel):
+    """Everything needed to create a run's container; the adapter adds the security profile."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str
+    name: str
+    command: list[str]
+    entrypoint: list[str]
+    env: dict[str, str]
+    user: str
+    workdir: str
+    labels: dict[str, str]
+    mounts: list[MountSpec]
+    writable_tmp: list[str]
+    network: str
+    memory: str
+    cpus: float
+    pids_limit: int
+    runtime: str | None = None
+
+
+class ContainerInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
+
+
+class Sandbox(Protocol):
+    def image_id(self, ref: str) -> str: ...
+
+    def create(self, spec: SandboxSpec) -> str: ...
+
+    def start(self, container_id: str) -> None: ...
+
+    def logs(self, container_id: str) -> Iterator[bytes]: ...
+
+    def wait(self, container_id: str, timeout: float | None) -> int | None: ...
+
+    def kill(self, container_id: str) -> None: ...
+
+    def remove(self, container_id: str) -> None: ...
+
+    def inspect_state(self, container_id: str) -> dict[str, Any] | None: ...
+
+    def list(self, labels: dict[str, str]) -> list[ContainerInfo]: ...
+
+
+class RepoPort(Protocol):
+    """A repository on the host, as the run service uses it."""
+
+    toplevel: Path
+    git_dir: Path
+
+    @property
+    def objects_dir(self) -> Path: ...
+
+    @property
+    def owner_ids(self) -> tuple[int, int]: ...
+
+    def resolve_commit(self, ref: str) -> str: ...
+
+    def symbolic_branch(self, ref: str) -> str | None: ...
+
+    def config_get(self, key: str) -> str | None: ...
+
+    def add_worktree(self, path: Path, branch: str, base_sha: str) -> None: ...
+
+    def remove_worktree(self, path: Path) -> None: ...
+
+    def prune_worktrees(self) -> None: ...
+
+    def worktree_paths(self) -> list[str]: ...
+
+    def verify_bundle(self, bundle: Path) -> list[tuple[str, str]]: ...
+
+    def fetch_bundle_head(self, bundle: Path, staging_ref: str) -> str: ...
+
+    def update_ref(self, ref: str, new: str, old: str) -> None: ...
+
+    def delete_ref(self, ref: str) -> None: ...
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool: ...
+
+    def commits_between(self, base: str, tip: str) -> list[dict[str, str]]: ...
+
+    def diff_summary(self, base: str, tip: str) -> dict[str, object]: ...
+
+    def read_tree_into_worktree_index(self, worktree_admin: Path, tree: str) -> None: ...
+
+
+class WorkspacePort(Protocol):
+    """The host file system work of a run (folders, private git dir, ownership, safe reads)."""
+
+    def prepare_record(self, paths: RunPaths) -> None: ...
+
+    def prepare_worktree_dir(self, worktree: Path, owner_uid: int, owner_gid: int) -> None: ...
+
+    def write_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None: ...
+
+    def write_tasks_view(
+        self, paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path
+    ) -> None: ...
+
+    def write_case_scope(self, worktree: Path, task_id: str, task_json: bytes) -> None: ...
+
+    def chown_tree(self, top: Path, uid: int, gid: int) -> None: ...
+
+    def remove_tree(self, path: Path) -> None: ...
+
+    def copy_bundle_out(self, paths: RunPaths, *, max_bytes: int) -> Path | None: ...
+
+    def read_in(self, top: Path, parts: list[str], *, max_bytes: int) -> bytes | None: ...

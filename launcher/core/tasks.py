@@ -96,7 +96,7 @@ class TaskService:
     def get(self, ref: str) -> TaskRecord:
         return self.store.resolve_task(ref)
 
-    def list(self, status: str | None = None) -> list[TaskRecord]:
+    def list_tasks(self, status: str | None = None) -> list[TaskRecord]:
         return self.store.list_tasks(parse_status(status) if status else None)
 
     def history(self, ref: str) -> list[TransitionRecord]:

@@ -299,7 +299,8 @@ class SqliteCoordinator(Coordinator):
                     expected=expected.value,
                 )
             check_legal(current.status, target)
-            now = iso(utcnow())
+            moment = utcnow()
+            now = iso(moment)
             doc = dict(current.doc)
             doc["status"] = target.value
             db.execute(
@@ -318,7 +319,7 @@ class SqliteCoordinator(Coordinator):
                 to_status=target,
                 reason=reason,
                 actor=actor,
-                at=now,
+                at=moment,
             )
             return self._task_row(db, task_id), record
 

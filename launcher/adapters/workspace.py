@@ -1,0 +1,148 @@
+"""A run's folders on the host, and what the run's container is allowed to see of them.
+
+    <worktrees>/<run-id>/            the run's git worktree (owned by the run's uid while it runs)
+    .launcher/sandboxes/<run-id>/    mounted into the run: private git dir, out/, tasks view
+    .launcher/runs/<run-id>/         host only: the log, the harvested bundle
+
+The private git dir has its own HEAD, index, refs and config, and reaches the shared object
+store only as a read-only alternate, so a run can move its own branch and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.adapters.safe_io import atomic_write, read_untrusted
+from launcher.core.runlayout import CONTAINER_GIT_DIR, CONTAINER_OBJECTS, PrivateGitSpec, RunPaths
+
+def prepare_record(paths: RunPaths) -> None:
+    paths.record.mkdir(parents=True, exist_ok=True)
+    # Readable by the repository owner's git (which imports the bundle), writable by the host only.
+    os.chmod(paths.record, 0o755)
+
+
+def prepare_worktree_dir(worktree: Path, owner_uid: int, owner_gid: int) -> None:
+    """An empty folder that git (running as the repository owner) may turn into a worktree."""
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    worktree.mkdir()
+    if os.geteuid() == 0:
+        os.chown(worktree, owner_uid, owner_gid)
+
+
+def write_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
+    git_dir = paths.git_dir
+    (git_dir / "objects" / "info").mkdir(parents=True)
+    (git_dir / "info").mkdir()
+    (git_dir / "refs" / "tags").mkdir(parents=True)
+    _write_ref(git_dir, f"refs/heads/{spec.branch}", spec.base_sha)
+    if spec.base_branch and spec.base_branch != spec.branch:
+        # Agents diff against the base branch (case's agents use `main`): give them a copy.
+        _write_ref(git_dir, f"refs/heads/{spec.base_branch}", spec.base_sha)
+    (git_dir / "HEAD").write_text(f"ref: refs/heads/{spec.branch}\n")
+    version = 1 if spec.object_format and spec.object_format != "sha1" else 0
+    config = [
+        "[core]",
+        f"\trepositoryformatversion = {version}",
+        "\tfilemode = true",
+        "\tbare = false",
+        "\tlogallrefupdates = true",
+        "[user]",
+        f"\tname = {spec.user_name}",
+        f"\temail = {spec.user_email}",
+        "[gc]",
+        "\tauto = 0",
+    ]
+    if version:
+        config += ["[extensions]", f"\tobjectformat = {spec.object_format}"]
+    (git_dir / "config").write_text("\n".join(config) + "\n")
+    (git_dir / "objects" / "info" / "alternates").write_text(CONTAINER_OBJECTS + "\n")
+    # .case/ is the run's scope for markers; it never belongs in the agent's commits.
+    (git_dir / "info" / "exclude").write_text(".case/\n")
+    paths.dotgit.write_text(f"gitdir: {CONTAINER_GIT_DIR}\n")
+    paths.out_dir.mkdir()
+
+
+def _write_ref(git_dir: Path, ref: str, sha: str) -> None:
+    target = git_dir / ref
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(sha + "\n")
+
+
+def write_tasks_view(paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path) -> None:
+    """The run's own copy of its task files, mounted where case's scripts look for them."""
+    active = paths.tasks_view / "active"
+    active.mkdir(parents=True)
+    atomic_write(active / f"{task_id}.task.json", task_json)
+    if task_md is not None:
+        atomic_write(active / f"{task_id}.md", task_md)
+    schema = harness_tasks / "task.schema.json"
+    if schema.is_file() and not schema.is_symlink():
+        shutil.copyfile(schema, paths.tasks_view / "task.schema.json")
+    templates = harness_tasks / "templates"
+    if templates.is_dir() and not templates.is_symlink():
+        shutil.copytree(templates, paths.tasks_view / "templates", symlinks=True)
+
+
+def write_case_scope(worktree: Path, task_id: str, task_json: bytes) -> None:
+    """`.case/active` and `.case/<task-id>/` inside the run's own worktree, never the main checkout."""
+    scope = worktree / ".case"
+    (scope / task_id).mkdir(parents=True)
+    (scope / "active").write_text(task_id + "\n")
+    (scope / task_id / "task.json").write_bytes(task_json)
+
+
+def chown_tree(top: Path, uid: int, gid: int) -> None:
+    """chown without following symlinks, so a link an agent planted cannot redirect it."""
+    if os.geteuid() != 0:
+        return
+    os.lchown(top, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def owner_of(path: Path) -> tuple[int, int]:
+    info = path.lstat()
+    return info.st_uid, info.st_gid
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder an agent wrote into. rmtree never follows symlinks out of it."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not stat.S_ISDIR(path.lstat().st_mode):
+        path.unlink()
+        return
+    shutil.rmtree(path)
+
+
+def copy_bundle_out(paths: RunPaths, *, max_bytes: int) -> Path | None:
+    """Copy the run's bundle to the host-only record folder; None when the run made none."""
+    if not paths.bundle.exists() and not paths.bundle.is_symlink():
+        return None
+    data = read_untrusted(paths.bundle, max_bytes=max_bytes, single_link=True)
+    atomic_write(paths.harvested_bundle, data, mode=0o644)
+    return paths.harvested_bundle
+
+
+class LocalWorkspace:
+    """WorkspacePort on the local file system."""
+
+    prepare_record = staticmethod(prepare_record)
+    prepare_worktree_dir = staticmethod(prepare_worktree_dir)
+    write_private_git_dir = staticmethod(write_private_git_dir)
+    write_tasks_view = staticmethod(write_tasks_view)
+    write_case_scope = staticmethod(write_case_scope)
+    chown_tree = staticmethod(chown_tree)
+    remove_tree = staticmethod(remove_tree)
+    copy_bundle_out = staticmethod(copy_bundle_out)
+
+    @staticmethod
+    def read_in(top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:
+        from launcher.adapters.safe_io import read_untrusted_in
+
+        return read_untrusted_in(top, parts, max_bytes=max_bytes)

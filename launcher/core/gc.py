@@ -1,0 +1,149 @@
+"""Finding and settling what a launcher that died left behind.
+
+Everything launcher creates carries its run ID (container labels, folder names), so gc works
+from the coordinator's records and labels, never from name patterns alone, and removes only
+what belongs to this case root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from launcher.core.ports import RepoPort
+from launcher.core.runs import RunService
+from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
+from launcher.errors import LauncherError, NotFoundError
+from launcher.models import RunOwner, RunRecord
+
+
+class GcAction(BaseModel):
+    kind: str
+    target: str
+    reason: str
+    done: bool = False
+    error: str | None = None
+
+
+class GcReport(BaseModel):
+    dry_run: bool
+    actions: list[GcAction] = Field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{a.kind} {a.target}: {a.error}" for a in self.actions if a.error]
+
+
+class GarbageCollector:
+    def __init__(self, service: RunService, owner_alive: Callable[[RunOwner | None], bool | None]) -> None:
+        self.service = service
+        self.env = service.env
+        self.owner_alive = owner_alive
+
+    def collect(self, *, dry_run: bool) -> GcReport:
+        report = GcReport(dry_run=dry_run)
+        self._settle_orphaned_runs(report)
+        self._remove_stray_containers(report)
+        self._remove_stray_folders(report)
+        return report
+
+    def _act(self, report: GcReport, action: GcAction, do: Callable[[], None]) -> None:
+        report.actions.append(action)
+        if report.dry_run:
+            return
+        try:
+            do()
+            action.done = True
+        except (LauncherError, OSError) as exc:
+            action.error = str(exc)
+
+    def _repo(self, run: RunRecord) -> RepoPort | None:
+        path = run.details.get("repo")
+        if not isinstance(path, str):
+            return None
+        try:
+            return self.env.open_repo(path)
+        except LauncherError:
+            return None
+
+    def _settle_orphaned_runs(self, report: GcReport) -> None:
+        for run in self.env.store.list_runs(states=LIVE_RUN_STATES):
+            if self.owner_alive(run.owner) is not False:
+                continue
+            owner = f"pid {run.owner.pid} on {run.owner.host}" if run.owner else "no owner"
+            self._act(
+                report,
+                GcAction(kind="settle-run", target=run.id, reason=f"{run.state.value}, but its launcher ({owner}) is gone"),
+                lambda run=run: self._settle(run),  # type: ignore[misc]
+            )
+
+    def _settle(self, run: RunRecord) -> None:
+        self.service.settle(
+            self._repo(run),
+            run,
+            self.service.paths(run),
+            "lost",
+            None,
+            "the launcher that owned this run died",
+            keep=bool(run.details.get("keep_worktree", False)),
+            image=run.image,
+        )
+
+    def _run_or_none(self, run_id: str | None) -> RunRecord | None:
+        if not run_id:
+            return None
+        try:
+            return self.env.store.get_run(run_id)
+        except NotFoundError:
+            return None
+
+    def _remove_stray_containers(self, report: GcReport) -> None:
+        sandbox = self.env.sandbox
+        for container in sandbox.list({"launcher.root": str(self.env.root)}):
+            run = self._run_or_none(container.labels.get("launcher.run-id"))
+            if run is not None and run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
+                continue
+            why = "its run is unknown" if run is None else f"its run is {run.state.value}"
+            self._act(
+                report,
+                GcAction(kind="remove-container", target=container.name, reason=why),
+                lambda cid=container.id: sandbox.remove(cid),  # type: ignore[misc]
+            )
+
+    def _remove_stray_folders(self, report: GcReport) -> None:
+        ws = self.env.workspace
+        for folder_kind, parent in (("worktree", self.env.worktrees_dir), ("sandbox", self.env.state_dir / "sandboxes")):
+            if not parent.is_dir():
+                continue
+            for entry in sorted(parent.iterdir()):
+                run = self._run_or_none(entry.name)
+                if run is not None and run.state not in TERMINAL_RUN_STATES:
+                    continue
+                if folder_kind == "worktree" and run is not None and run.details.get("keep_worktree"):
+                    continue
+                why = "no run owns it" if run is None else f"its run is {run.state.value}"
+                self._act(
+                    report,
+                    GcAction(kind=f"remove-{folder_kind}", target=str(entry), reason=why),
+                    lambda entry=entry, run=run, kind=folder_kind: self._remove_folder(entry, run, kind),  # type: ignore[misc]
+                )
+
+    def _remove_folder(self, path: Path, run: RunRecord | None, kind: str) -> None:
+        self.env.workspace.remove_tree(path)
+        if kind == "worktree":
+            repo = self._repo(run) if run is not None else None
+            for candidate in [repo] if repo else self._known_repos():
+                candidate.prune_worktrees()
+
+    def _known_repos(self) -> list[RepoPort]:
+        repos, seen = [], set()
+        for task in self.env.store.list_tasks():
+            if task.repo_path and task.repo_path not in seen:
+                seen.add(task.repo_path)
+                try:
+                    repos.append(self.env.open_repo(task.repo_path))
+                except LauncherError:
+                    continue
+        return repos

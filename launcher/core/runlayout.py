@@ -1,0 +1,68 @@
+"""A run's layout: where its folders are on the host and what they are called inside its container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Paths inside the container. The private git dir and alternates name these, never host
+# paths, so nothing depends on where the case root lives on the host.
+CONTAINER_WORKTREE = "/workspace"
+CONTAINER_GIT_DIR = "/launcher/git"
+CONTAINER_OBJECTS = "/launcher/objects"
+CONTAINER_OUT = "/launcher/out"
+CONTAINER_ENTRY = "/launcher/entry.sh"
+CONTAINER_CASE_ROOT = "/case"
+CONTAINER_HOME = "/home/agent"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    run_id: str
+    worktree: Path
+    sandbox: Path
+    record: Path
+
+    @classmethod
+    def of(cls, run_id: str, worktree: Path, state_dir: Path) -> RunPaths:
+        return cls(run_id, worktree, state_dir / "sandboxes" / run_id, state_dir / "runs" / run_id)
+
+    @property
+    def git_dir(self) -> Path:
+        return self.sandbox / "git"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.sandbox / "out"
+
+    @property
+    def dotgit(self) -> Path:
+        return self.sandbox / "dotgit"
+
+    @property
+    def tasks_view(self) -> Path:
+        return self.sandbox / "tasks"
+
+    @property
+    def bundle(self) -> Path:
+        return self.out_dir / "run.bundle"
+
+    @property
+    def log(self) -> Path:
+        return self.record / "run.log"
+
+    @property
+    def harvested_bundle(self) -> Path:
+        return self.record / "run.bundle"
+
+
+@dataclass(frozen=True)
+class PrivateGitSpec:
+    branch: str
+    base_sha: str
+    base_branch: str | None
+    object_format: str | None
+    user_name: str
+    user_email: str
+
+

@@ -1,0 +1,629 @@
+"""A run, step by step: claim, workspace, scope, sandbox, harvest, settle.
+
+Every step is recorded in the coordinator before the next begins, so a launcher that dies
+anywhere leaves a run that `launcher gc` can find and settle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.core.harvest import MARKER_NAMES, judge_task_changes, parse_agent_result, parse_marker
+from launcher.core.ports import Coordinator, MountSpec, RepoPort, Sandbox, SandboxSpec, TaskFilesPort, WorkspacePort
+from launcher.core.runlayout import (
+    CONTAINER_CASE_ROOT,
+    CONTAINER_ENTRY,
+    CONTAINER_GIT_DIR,
+    CONTAINER_HOME,
+    CONTAINER_OBJECTS,
+    CONTAINER_OUT,
+    CONTAINER_WORKTREE,
+    PrivateGitSpec,
+    RunPaths,
+)
+from launcher.core.transitions import RunState
+from launcher.errors import InvalidInputError, LauncherError, TransitionConflictError
+from launcher.models import NewRun, RunOwner, RunRecord, TaskRecord, utcnow
+from launcher.settings import RunDefaults
+
+BUNDLE_MAX_BYTES = 512 * 1024 * 1024
+MARKER_MAX_BYTES = 256 * 1024
+TASK_COPY_MAX_BYTES = 4 * 1024 * 1024
+LOG_SCAN_MAX_BYTES = 16 * 1024 * 1024
+HARVEST_TIMEOUT_S = 300.0
+Ending = Literal["exited", "failed", "timed-out", "cancelled"]
+
+
+class RunRequest(BaseModel):
+    """What a caller asks for; unset fields fall back to the task, then to launcher.toml."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    image: str | None = None
+    command: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(default=None, gt=0)
+    keep_worktree: bool | None = None
+    network: Literal["none", "bridge"] | None = None
+    secrets: list[str] = Field(default_factory=list, description="NAME (host env) or NAME=FILE")
+    runtime: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    task: TaskRecord
+    repo: RepoPort
+    image: str
+    command: list[str]
+    timeout: float
+    keep_worktree: bool
+    network: str
+    runtime: str | None
+    base_sha: str
+    base_branch: str | None
+    secrets: dict[str, str]
+
+
+@dataclass
+class RunEnvironment:
+    """The adapters a run needs, and where this case root keeps things."""
+
+    store: Coordinator
+    files: TaskFilesPort
+    sandbox: Sandbox
+    workspace: WorkspacePort
+    open_repo: Callable[[str], RepoPort]
+    root: Path
+    state_dir: Path
+    worktrees_dir: Path
+    tasks_dir: Path
+    defaults: RunDefaults
+    entry_script: Path
+    actor: str = "launcher"
+
+
+def resolve_secrets(names: list[str], environ: dict[str, str]) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for item in names:
+        name, sep, source = item.partition("=")
+        if not name.isidentifier():
+            raise InvalidInputError(f"--secret {item!r}: a secret needs a variable name (NAME or NAME=FILE)")
+        if sep:
+            try:
+                secrets[name] = Path(source).read_text(encoding="utf-8").rstrip("\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidInputError(f"--secret {name}: cannot read {source}: {exc}") from exc
+        elif name in environ:
+            secrets[name] = environ[name]
+        else:
+            raise InvalidInputError(f"--secret {name}: no such variable in launcher's environment")
+    return secrets
+
+
+class Redactor:
+    """Replaces secret values in log output; works line by line so a split value is still caught."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self._values = sorted((v.encode() for v in secrets.values() if len(v) >= 4), key=len, reverse=True)
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._values:
+            return chunk
+        data = self._pending + chunk
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        return self._scrub(data[:cut])
+
+    def flush(self) -> bytes:
+        data, self._pending = self._pending, b""
+        return self._scrub(data)
+
+    def _scrub(self, data: bytes) -> bytes:
+        for value in self._values:
+            data = data.replace(value, b"***")
+        return data
+
+
+class RunService:
+    def __init__(self, env: RunEnvironment) -> None:
+        self.env = env
+
+    # -- planning: everything that can be refused is refused before anything is created --
+
+    def plan(self, request: RunRequest, environ: dict[str, str]) -> RunPlan:
+        d = self.env.defaults
+        task = self.env.store.resolve_task(request.task)
+        command = list(request.command or task.command or d.command)
+        if not command:
+            raise InvalidInputError(
+                f"task {task.id} has no agent command",
+                hint="pass one after `--`, store one with `task create … -- CMD`, or set [run].command",
+            )
+        image = request.image or task.image or d.image
+        self.env.sandbox.image_id(image)
+        if not task.repo_path:
+            raise InvalidInputError(f"task {task.id} names no repository path")
+        repo = self.env.open_repo(task.repo_path)
+        if (repo.objects_dir / "info" / "alternates").exists():
+            raise InvalidInputError(
+                f"{repo.toplevel} borrows objects from another repository (objects/info/alternates)",
+                hint="launcher mounts only this repository's objects; run `git repack -a -d` to make it self-contained",
+            )
+        base_sha = repo.resolve_commit(task.base_ref)
+        return RunPlan(
+            task=task,
+            repo=repo,
+            image=image,
+            command=command,
+            timeout=request.timeout or d.timeout,
+            keep_worktree=d.keep_worktree if request.keep_worktree is None else request.keep_worktree,
+            network=request.network or d.network,
+            runtime=request.runtime or d.runtime,
+            base_sha=base_sha,
+            base_branch=repo.symbolic_branch(task.base_ref),
+            secrets=resolve_secrets(request.secrets, environ),
+        )
+
+    def create(self, plan: RunPlan, owner: RunOwner) -> RunRecord:
+        run = self.env.store.create_run(
+            NewRun(task_id=plan.task.id, image=plan.image, owner=owner, worktrees_dir=str(self.env.worktrees_dir))
+        )
+        uid = self._uid(run.seq)
+        return self.env.store.update_run(
+            run.id,
+            uid=uid[0],
+            details={
+                "base_sha": plan.base_sha,
+                "base_branch": plan.base_branch,
+                "command": plan.command,
+                "network": plan.network,
+                "timeout": plan.timeout,
+                "keep_worktree": plan.keep_worktree,
+                "secrets": sorted(plan.secrets),
+                "repo": str(plan.repo.toplevel),
+                "log": str(self.paths(run).log),
+            },
+        )
+
+    def _uid(self, seq: int) -> tuple[int, int]:
+        if os.geteuid() != 0:
+            # Unprivileged launcher: it cannot hand files to other uids, so runs share its own.
+            return os.getuid(), os.getgid()
+        d = self.env.defaults
+        uid = d.uid_base + seq % d.uid_span
+        return uid, uid
+
+    def paths(self, run: RunRecord) -> RunPaths:
+        return RunPaths.of(run.id, Path(run.worktree), self.env.state_dir)
+
+    # -- executing --------------------------------------------------------------------------
+
+    def execute(self, plan: RunPlan, run: RunRecord, echo: Callable[[bytes], None] | None = None) -> RunRecord:
+        store, paths = self.env.store, self.paths(run)
+        uid, gid = self._uid(run.seq)
+        container_id: str | None = None
+        ending: Ending = "failed"
+        exit_code: int | None = None
+        error: str | None = None
+        try:
+            run = store.update_run(run.id, expected=[RunState.CREATED], state=RunState.PREPARING)
+            self._prepare(plan, run, paths, uid, gid)
+            container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid))
+            run = store.update_run(run.id, container_id=container_id)
+            self.env.sandbox.start(container_id)
+            run = store.update_run(
+                run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow()
+            )
+            ending, exit_code = self._supervise(run, container_id, plan, paths, echo)
+        except KeyboardInterrupt:
+            ending, error = "cancelled", "interrupted (Ctrl-C)"
+            if container_id:
+                self.env.sandbox.kill(container_id)
+        except LauncherError as exc:
+            ending, error = "failed", str(exc)
+            if container_id:
+                self.env.sandbox.kill(container_id)
+        return self.settle(plan.repo, run, paths, ending, exit_code, error, keep=plan.keep_worktree, image=plan.image)
+
+    def _prepare(self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int) -> None:
+        ws, task = self.env.workspace, plan.task
+        owner_uid, owner_gid = plan.repo.owner_ids
+        ws.prepare_record(paths)
+        ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
+        plan.repo.add_worktree(paths.worktree, run.branch, plan.base_sha)
+        paths.sandbox.mkdir(parents=True)
+        ws.write_private_git_dir(
+            paths,
+            PrivateGitSpec(
+                branch=run.branch,
+                base_sha=plan.base_sha,
+                base_branch=plan.base_branch,
+                object_format=plan.repo.config_get("extensions.objectformat"),
+                user_name="launcher agent",
+                user_email=f"{run.id}@launcher.invalid",
+            ),
+        )
+        task = self.env.files.sync(task.id, self.env.store.get_task)
+        task_json = self.env.files.json_path(task.id).read_bytes()
+        md_path = self.env.files.md_path(task.id)
+        task_md = md_path.read_bytes() if md_path.exists() else None
+        ws.write_tasks_view(paths, task.id, task_json, task_md, self.env.tasks_dir)
+        ws.write_case_scope(paths.worktree, task.id, task_json)
+        self.env.store.update_run(run.id, details={"task_snapshot": task.doc, "task_version": task.version})
+        for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
+            ws.chown_tree(top, uid, gid)
+        # The worktree's real .git file stays the repository owner's: it is hidden from the run.
+        ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
+
+    def _spec(self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int) -> SandboxSpec:
+        root, task = self.env.root, plan.task
+        env = {
+            "CASE_ROOT": CONTAINER_CASE_ROOT,
+            "CASE_TASK_ID": task.id,
+            "CASE_TASK_SLUG": task.slug,
+            "CASE_RUN_ID": run.id,
+            "CASE_BRANCH": run.branch,
+            "CASE_WORKTREE": CONTAINER_WORKTREE,
+            "CASE_BASE_SHA": plan.base_sha,
+            "LAUNCHER_BASE_SHA": plan.base_sha,
+            "HOME": CONTAINER_HOME,
+            # The worktree belongs to the run's uid, so git's ownership check passes anyway;
+            # this only covers images whose git resolves the path differently.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "safe.directory",
+            "GIT_CONFIG_VALUE_0": CONTAINER_WORKTREE,
+            **plan.secrets,
+        }
+        mounts = [
+            MountSpec(target=CONTAINER_WORKTREE, source=str(paths.worktree)),
+            MountSpec(target=f"{CONTAINER_WORKTREE}/.git", source=str(paths.dotgit), read_only=True),
+            MountSpec(target=CONTAINER_GIT_DIR, source=str(paths.git_dir)),
+            MountSpec(target=CONTAINER_OBJECTS, source=str(plan.repo.objects_dir), read_only=True),
+            MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
+            MountSpec(target=CONTAINER_ENTRY, source=str(self.env.entry_script), read_only=True),
+            *self._harness_mounts(plan, paths),
+        ]
+        return SandboxSpec(
+            image=plan.image,
+            name=f"launcher-{run.id}-{root_tag(root)}",
+            command=plan.command,
+            entrypoint=["/bin/sh", CONTAINER_ENTRY],
+            env=env,
+            user=f"{uid}:{gid}",
+            workdir=CONTAINER_WORKTREE,
+            labels=run_labels(root, run),
+            mounts=mounts,
+            writable_tmp=["/tmp", CONTAINER_HOME],
+            network=plan.network,
+            memory=self.env.defaults.memory,
+            cpus=self.env.defaults.cpus,
+            pids_limit=self.env.defaults.pids_limit,
+            runtime=plan.runtime,
+        )
+
+    def _harness_mounts(self, plan: RunPlan, paths: RunPaths) -> list[MountSpec]:
+        """The case root read-only at /case, minus everything that is not this run's to see."""
+        root = self.env.root
+        mounts = [MountSpec(target=CONTAINER_CASE_ROOT, source=str(root), read_only=True)]
+        hidden = {self.env.state_dir, self.env.worktrees_dir, plan.repo.git_dir}
+        for path in sorted(hidden):
+            if path.is_relative_to(root) and path != root and path.exists():
+                rel = path.relative_to(root)
+                if not any(rel.is_relative_to(h.relative_to(root)) and h != path for h in hidden if h.is_relative_to(root)):
+                    mounts.append(
+                        MountSpec(
+                            target=f"{CONTAINER_CASE_ROOT}/{rel}",
+                            kind="tmpfs",
+                            read_only=True,
+                            tmpfs_size=4096,
+                            tmpfs_mode=0o755,
+                        )
+                    )
+        tasks = self.env.tasks_dir
+        if tasks.is_relative_to(root) and tasks.is_dir():
+            # Only the run's own task files, writable, so case's scripts work on the run's copy.
+            mounts.append(
+                MountSpec(target=f"{CONTAINER_CASE_ROOT}/{tasks.relative_to(root)}", source=str(paths.tasks_view))
+            )
+        return mounts
+
+    def _supervise(
+        self,
+        run: RunRecord,
+        container_id: str,
+        plan: RunPlan,
+        paths: RunPaths,
+        echo: Callable[[bytes], None] | None,
+    ) -> tuple[Ending, int | None]:
+        pump = LogPump(self.env.sandbox, container_id, paths.log, Redactor(plan.secrets), echo)
+        pump.start()
+        try:
+            code = self.env.sandbox.wait(container_id, plan.timeout)
+            ending: Ending
+            if code is None:
+                self.env.sandbox.kill(container_id)
+                code = self.env.sandbox.wait(container_id, 60)
+                ending = "timed-out"
+            else:
+                ending = "exited" if code == 0 else "failed"
+            if self.env.store.get_run(run.id).cancel_requested:
+                ending = "cancelled"
+            return ending, code
+        finally:
+            pump.join(timeout=30)
+
+    # -- harvesting and settling ---------------------------------------------------------
+
+    def settle(
+        self,
+        repo: RepoPort | None,
+        run: RunRecord,
+        paths: RunPaths,
+        ending: Ending | Literal["lost"],
+        exit_code: int | None,
+        error: str | None,
+        *,
+        keep: bool,
+        image: str | None,
+    ) -> RunRecord:
+        """Harvest what the run made, remove its container and folders, record the end state.
+
+        Collects every problem instead of stopping at the first: a failed harvest must not
+        leave a container or a worktree behind.
+        """
+        problems: list[str] = [error] if error else []
+        details: dict[str, Any] = {}
+        sandbox = self.env.sandbox
+        current = self.env.store.get_run(run.id)
+        if current.container_id:
+            try:
+                sandbox.kill(current.container_id)
+                sandbox.remove(current.container_id)
+            except LauncherError as exc:
+                problems.append(f"container cleanup: {exc}")
+        if repo is not None and paths.git_dir.exists():
+            try:
+                details["harvest"] = self._harvest(repo, current, paths, ending, image)
+            except LauncherError as exc:
+                problems.append(f"harvest: {exc}")
+                details["harvest"] = {"error": str(exc)}
+        try:
+            details["task_changes"] = self._apply_task_changes(current, paths)
+        except LauncherError as exc:
+            problems.append(f"task changes: {exc}")
+        details["agent_result"] = self._agent_result(paths)
+        try:
+            self._clean_folders(repo, current, paths, keep)
+        except (LauncherError, OSError) as exc:
+            problems.append(f"cleanup: {exc}")
+        if problems:
+            details["errors"] = problems
+        state = RunState(ending)
+        try:
+            return self.env.store.update_run(
+                run.id,
+                expected=[RunState.CREATED, RunState.PREPARING, RunState.RUNNING],
+                state=state,
+                exit_code=exit_code,
+                ended_at=utcnow(),
+                details=details,
+                detail=problems[0] if problems else None,
+            )
+        except TransitionConflictError:
+            # Someone (gc, stop) settled it first; keep their verdict, add what we learnt.
+            return self.env.store.update_run(run.id, details=details)
+
+    def _harvest(
+        self, repo: RepoPort, run: RunRecord, paths: RunPaths, ending: str, image: str | None
+    ) -> dict[str, Any]:
+        base = str(run.details.get("base_sha", ""))
+        if not paths.bundle.exists() and ending != "exited" and image:
+            self._harvest_container(repo, run, paths, image)
+        copied = self.env.workspace.copy_bundle_out(paths, max_bytes=BUNDLE_MAX_BYTES)
+        if copied is None:
+            return {"commits": [], "tip": base, "diff": {"files_changed": 0, "insertions": 0, "deletions": 0}}
+        heads = repo.verify_bundle(copied)
+        if [ref for _, ref in heads] != ["HEAD"]:
+            raise InvalidInputError(f"the run's bundle must carry HEAD only, it carries {[r for _, r in heads]}")
+        staging = f"refs/launcher/staging/{run.id}"
+        try:
+            tip = repo.fetch_bundle_head(copied, staging)
+            if not repo.is_ancestor(base, tip):
+                raise InvalidInputError(
+                    f"the run's HEAD {tip[:12]} does not descend from its base {base[:12]}; branch left at base"
+                )
+            repo.update_ref(f"refs/heads/{run.branch}", tip, base)
+        finally:
+            repo.delete_ref(staging)
+        diff = repo.diff_summary(base, tip)
+        files = diff.get("files", [])
+        result: dict[str, Any] = {"commits": repo.commits_between(base, tip), "tip": tip, "diff": diff}
+        if isinstance(files, list) and any(str(f).startswith(".case/") for f in files):
+            result["warnings"] = [".case/ files were committed; they belong to the run's scope, not the branch"]
+        return result
+
+    def _harvest_container(self, repo: RepoPort, run: RunRecord, paths: RunPaths, image: str) -> None:
+        """The agent was killed before it could bundle its commits: a short container does it."""
+        if run.uid is None:
+            return
+        plan_like = SandboxSpec(
+            image=image,
+            name=f"launcher-{run.id}-harvest-{root_tag(self.env.root)}",
+            command=[],
+            entrypoint=["/bin/sh", CONTAINER_ENTRY],
+            env={
+                "LAUNCHER_PHASE": "harvest",
+                "LAUNCHER_BASE_SHA": str(run.details.get("base_sha", "")),
+                "HOME": CONTAINER_HOME,
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "safe.directory",
+                "GIT_CONFIG_VALUE_0": CONTAINER_WORKTREE,
+            },
+            user=f"{run.uid}:{run.uid if os.geteuid() == 0 else os.getgid()}",
+            workdir=CONTAINER_WORKTREE,
+            labels={**run_labels(self.env.root, run), "launcher.kind": "harvest"},
+            mounts=[
+                MountSpec(target=CONTAINER_WORKTREE, source=str(paths.worktree)),
+                MountSpec(target=f"{CONTAINER_WORKTREE}/.git", source=str(paths.dotgit), read_only=True),
+                MountSpec(target=CONTAINER_GIT_DIR, source=str(paths.git_dir)),
+                MountSpec(target=CONTAINER_OBJECTS, source=str(repo.objects_dir), read_only=True),
+                MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
+                MountSpec(target=CONTAINER_ENTRY, source=str(self.env.entry_script), read_only=True),
+            ],
+            writable_tmp=["/tmp", CONTAINER_HOME],
+            network="none",
+            memory=self.env.defaults.memory,
+            cpus=self.env.defaults.cpus,
+            pids_limit=self.env.defaults.pids_limit,
+        )
+        sandbox = self.env.sandbox
+        container_id = sandbox.create(plan_like)
+        try:
+            sandbox.start(container_id)
+            if sandbox.wait(container_id, HARVEST_TIMEOUT_S) is None:
+                sandbox.kill(container_id)
+        finally:
+            sandbox.remove(container_id)
+
+    def _apply_task_changes(self, run: RunRecord, paths: RunPaths) -> dict[str, Any] | None:
+        snapshot = run.details.get("task_snapshot")
+        if not isinstance(snapshot, dict):
+            return None
+        raw = self.env.workspace.read_in(
+            paths.sandbox, ["tasks", "active", f"{run.task_id}.task.json"], max_bytes=TASK_COPY_MAX_BYTES
+        )
+        if raw is None:
+            return {"refused": ["the run's task file copy is missing"]}
+        try:
+            requested = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return {"refused": [f"the run's task file copy is not valid JSON: {exc}"]}
+        if not isinstance(requested, dict):
+            return {"refused": ["the run's task file copy is not a JSON object"]}
+        markers = self._markers(run, paths)
+        updates, target, report = judge_task_changes(snapshot, requested, markers)
+        store, actor = self.env.store, f"run:{run.id}"
+        if updates:
+            current = store.get_task(run.task_id)
+            doc = {**current.doc, **updates}
+            try:
+                store.update_task_doc(run.task_id, current.version, doc, actor=actor)
+            except TransitionConflictError as exc:
+                report.refused.append(f"fields not applied: {exc}")
+                report.applied_fields = []
+        if target is not None:
+            try:
+                _, transition = store.transition(
+                    run.task_id,
+                    type(target)(snapshot["status"]),
+                    target,
+                    reason=f"requested by run {run.id}",
+                    actor=actor,
+                )
+                report.applied_status = target.value
+                self.env.files.record_transition(run.task_id, transition, store.get_task)
+            except LauncherError as exc:
+                report.refused.append(f"status: {exc.message}")
+        if updates and target is None:
+            self.env.files.sync(run.task_id, store.get_task)
+        data = report.model_dump(mode="json")
+        data["markers"] = markers
+        return data
+
+    def _markers(self, run: RunRecord, paths: RunPaths) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        for name in MARKER_NAMES:
+            try:
+                raw = self.env.workspace.read_in(
+                    paths.worktree, [".case", run.task_id, name], max_bytes=MARKER_MAX_BYTES
+                )
+            except LauncherError:
+                continue
+            if raw is not None:
+                fields = parse_marker(raw)
+                if raw:
+                    fields.setdefault("sha256", hashlib.sha256(raw).hexdigest())
+                found[name] = fields
+        return found
+
+    def _agent_result(self, paths: RunPaths) -> dict[str, Any]:
+        try:
+            with open(paths.log, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - LOG_SCAN_MAX_BYTES))
+                data = handle.read()
+        except OSError:
+            return {"state": "missing"}
+        return parse_agent_result(data).model_dump(mode="json", exclude_none=True)
+
+    def _clean_folders(self, repo: RepoPort | None, run: RunRecord, paths: RunPaths, keep: bool) -> None:
+        ws = self.env.workspace
+        if keep and repo is not None and paths.worktree.exists():
+            owner_uid, owner_gid = repo.owner_ids
+            ws.chown_tree(paths.worktree, owner_uid, owner_gid)
+            admin = repo.git_dir / "worktrees" / paths.worktree.name
+            if admin.is_dir():
+                tip = self.env.store.get_run(run.id).details.get("harvest", {}).get("tip")
+                repo.read_tree_into_worktree_index(admin, str(tip or run.details.get("base_sha")))
+        else:
+            ws.remove_tree(paths.worktree)
+            if repo is not None:
+                repo.prune_worktrees()
+        ws.remove_tree(paths.sandbox)
+
+
+class LogPump(threading.Thread):
+    """Copies a container's output to the run's log file (and the terminal) as it comes."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        container_id: str,
+        log_path: Path,
+        redactor: Redactor,
+        echo: Callable[[bytes], None] | None,
+    ) -> None:
+        super().__init__(daemon=True, name=f"logs-{container_id[:12]}")
+        self.sandbox, self.container_id, self.log_path = sandbox, container_id, log_path
+        self.redactor, self.echo = redactor, echo
+
+    def run(self) -> None:
+        with open(self.log_path, "ab") as log:
+            try:
+                for chunk in self.sandbox.logs(self.container_id):
+                    self._emit(log, self.redactor.feed(chunk))
+            except Exception as exc:  # noqa: BLE001 - a broken log stream must not kill the run
+                self._emit(log, f"\nlauncher: log stream ended: {exc}\n".encode())
+            self._emit(log, self.redactor.flush())
+
+    def _emit(self, log: Any, data: bytes) -> None:
+        if not data:
+            return
+        log.write(data)
+        log.flush()
+        if self.echo is not None:
+            self.echo(data)
+
+
+def root_tag(root: Path) -> str:
+    return hashlib.sha256(str(root).encode()).hexdigest()[:8]
+
+
+def run_labels(root: Path, run: RunRecord) -> dict[str, str]:
+    return {
+        "launcher.run-id": run.id,
+        "launcher.task-id": run.task_id,
+        "launcher.root": str(root),
+        "launcher.kind": "run",
+    }
