@@ -72,7 +72,9 @@ class RunOwner(_Frozen):
 
     host: str
     pid: int
-    start_ticks: int | None = Field(default=None, description="process start time from /proc, guards pid reuse")
+    start_ticks: int | None = Field(
+        default=None, description="process start time from /proc, guards pid reuse"
+    )
 
 
 class RunRecord(_Frozen):

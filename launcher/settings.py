@@ -156,7 +156,5 @@ def load_config(root: Path) -> LauncherConfig:
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid TOML: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise InvalidInputError(f"{path}: {problems}") from exc

@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +87,10 @@ def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: floa
 
 
 @pytest.fixture
-def cli(case_root: Path) -> Iterator[object]:
+def cli(case_root: Path) -> object:
     """`cli("task", "list")` runs in-process against `case_root`."""
 
     def call(*args: str) -> CliResult:
         return invoke(["--root", str(case_root), *args])
 
-    yield call
+    return call

@@ -98,7 +98,9 @@ class Repository:
                 raise InvalidInputError(
                     f"{candidate} is a bare repository; launcher needs a repository with a working tree",
                 )
-        raise InvalidInputError(f"{start} is not inside a git repository", hint="pass --repo PATH of a git checkout")
+        raise InvalidInputError(
+            f"{start} is not inside a git repository", hint="pass --repo PATH of a git checkout"
+        )
 
     # -- running git ---------------------------------------------------------------------
 
@@ -162,7 +164,9 @@ class Repository:
     def resolve_commit(self, ref: str) -> str:
         if ref.startswith("-") or "\x00" in ref:
             raise InvalidInputError(f"invalid base ref {ref!r}")
-        proc = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+        proc = self.git(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
+        )
         if proc.returncode != 0:
             if not self.has_commits():
                 raise InvalidInputError(
@@ -301,5 +305,3 @@ def _lock_name(git_dir: Path) -> str:
     import hashlib
 
     return hashlib.sha256(str(git_dir).encode()).hexdigest()[:24]
-
-

@@ -13,16 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.adapters.safe_io import atomic_write, read_untrusted
 from launcher.core.runlayout import CONTAINER_GIT_DIR, CONTAINER_OBJECTS, PrivateGitSpec, RunPaths
 
+
 def prepare_record(paths: RunPaths) -> None:
     paths.record.mkdir(parents=True, exist_ok=True)
     # Readable by the repository owner's git (which imports the bundle), writable by the host only.
-    os.chmod(paths.record, 0o755)
+    os.chmod(paths.record, 0o755)  # noqa: S103 - the owner's git reads the bundle copy here
 
 
 def prepare_worktree_dir(worktree: Path, owner_uid: int, owner_gid: int) -> None:
@@ -72,7 +72,9 @@ def _write_ref(git_dir: Path, ref: str, sha: str) -> None:
     target.write_text(sha + "\n")
 
 
-def write_tasks_view(paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path) -> None:
+def write_tasks_view(
+    paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path
+) -> None:
     """The run's own copy of its task files, mounted where case's scripts look for them."""
     active = paths.tasks_view / "active"
     active.mkdir(parents=True)

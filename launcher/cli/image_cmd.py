@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 @image_app.command("build")
 def build(
     name: str = typer.Argument("agent-base", help="Folder under images/ to build."),
-    images_dir: str = typer.Option(None, "--images-dir", help="Where image folders live (default: ./images of launcher)."),
+    images_dir: str = typer.Option(
+        None, "--images-dir", help="Where image folders live (default: ./images of launcher)."
+    ),
     force: bool = typer.Option(False, "--force", help="Build even when the content hash is unchanged."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -72,21 +72,35 @@ def _request(
 
 def run(
     ctx: typer.Context,
-    args: list[str] = typer.Argument(None, help="TASK_ID [-- COMMAND…], or only -- COMMAND… with --repo/--title."),
+    args: list[str] = typer.Argument(
+        None, help="TASK_ID [-- COMMAND…], or only -- COMMAND… with --repo/--title."
+    ),
     repo: str = typer.Option(None, "--repo", help="Create the task in this repository first (with --title)."),
     title: str = typer.Option(None, "--title", help="Title of the task to create (with --repo)."),
-    image: str = typer.Option(None, "--image", help="Agent image (default: the task's, else launcher.toml's)."),
-    timeout: float = typer.Option(None, "--timeout", help="Seconds before the agent is killed (state timed-out)."),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Start in the background and print the run ID."),
+    image: str = typer.Option(
+        None, "--image", help="Agent image (default: the task's, else launcher.toml's)."
+    ),
+    timeout: float = typer.Option(
+        None, "--timeout", help="Seconds before the agent is killed (state timed-out)."
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Start in the background and print the run ID."
+    ),
     keep_worktree: bool = typer.Option(
-        None, "--keep-worktree/--remove-worktree", help="Keep the run's worktree afterwards (the branch is always kept)."
+        None,
+        "--keep-worktree/--remove-worktree",
+        help="Keep the run's worktree afterwards (the branch is always kept).",
     ),
     secret: list[str] = typer.Option(
-        None, "--secret", help="Pass a secret as an env var: NAME (from launcher's env) or NAME=FILE. Repeatable."
+        None,
+        "--secret",
+        help="Pass a secret as an env var: NAME (from launcher's env) or NAME=FILE. Repeatable.",
     ),
     network: str = typer.Option(None, "--network", help="none (default) or bridge."),
     runtime: str = typer.Option(None, "--runtime", help="OCI runtime, e.g. runsc (gVisor)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
+    ),
 ) -> None:
     """Run a task's agent in its own worktree, branch and container.
 
@@ -141,7 +155,10 @@ def _create_task(app_: Application, repo: str, title: str, image: str | None, co
 
     repository = Repository.open(repo, lock_dir=app_.layout.locks_dir)
     task = app_.tasks.create(
-        RepoRef(name=repo_prefix(repository.name), path=str(repository.toplevel)), title, image=image, command=command
+        RepoRef(name=repo_prefix(repository.name), path=str(repository.toplevel)),
+        title,
+        image=image,
+        command=command,
     )
     return task.id
 
@@ -153,7 +170,10 @@ def _report(record: RunRecord, as_json: bool) -> None:
         harvest = record.details.get("harvest") or {}
         commits = len(harvest.get("commits") or [])
         code = "" if record.exit_code is None else f", exit {record.exit_code}"
-        typer.echo(f"launcher: run {record.id} {record.state.value}{code}; {commits} commit(s) on {record.branch}", err=True)
+        typer.echo(
+            f"launcher: run {record.id} {record.state.value}{code}; {commits} commit(s) on {record.branch}",
+            err=True,
+        )
         for problem in record.details.get("errors") or []:
             typer.echo(f"launcher: {problem}", err=True)
         changes = record.details.get("task_changes") or {}
@@ -176,7 +196,8 @@ def _spawn_supervisor(app_: Application, request: RunRequest) -> str:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.write(request.model_dump_json().encode())
     proc.stdin.close()
     line = proc.stdout.readline()
@@ -189,7 +210,9 @@ def _spawn_supervisor(app_: Application, request: RunRequest) -> str:
         return str(answer["run_id"])
     proc.wait(timeout=30)
     error = answer.get("error") or {}
-    exc = LauncherError(error.get("message", f"the run supervisor exited with {proc.returncode}"), hint=error.get("hint"))
+    exc = LauncherError(
+        error.get("message", f"the run supervisor exited with {proc.returncode}"), hint=error.get("hint")
+    )
     exc.exit_code = int(answer.get("exit_code", ExitCode.FAILURE))
     exc.code = str(error.get("code", RunError.code))
     raise exc
@@ -208,7 +231,14 @@ def run_supervisor(ctx: typer.Context) -> None:
         plan = service.plan(request, dict(os.environ))
         record = service.create(plan, current_owner())
     except LauncherError as exc:
-        print(json.dumps({"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}, "exit_code": exc.exit_code}))
+        print(
+            json.dumps(
+                {
+                    "error": {"code": exc.code, "message": exc.message, "hint": exc.hint},
+                    "exit_code": exc.exit_code,
+                }
+            )
+        )
         raise typer.Exit(exc.exit_code) from exc
     print(json.dumps({"run_id": record.id}), flush=True)
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -235,7 +265,14 @@ def ps(
         typer.echo("no runs" if all_ else "no live runs (see --all)")
         return
     rows = [
-        [r.id, r.task_id[:40], r.state.value, "" if r.exit_code is None else str(r.exit_code), r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.branch]
+        [
+            r.id,
+            r.task_id[:40],
+            r.state.value,
+            "" if r.exit_code is None else str(r.exit_code),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.branch,
+        ]
         for r in runs
     ]
     typer.echo(table(rows, ["RUN", "TASK", "STATE", "EXIT", "CREATED", "BRANCH"]))
@@ -346,13 +383,17 @@ def rm(
     record = app_.store.get_run(run_id)
     if record.state in LIVE_RUN_STATES:
         if not force:
-            raise InvalidInputError(f"run {run_id} is {record.state.value}", hint="stop it first, or pass --force")
+            raise InvalidInputError(
+                f"run {run_id} is {record.state.value}", hint="stop it first, or pass --force"
+            )
         ctx.invoke(stop, ctx=ctx, run_id=run_id, as_json=False)
         record = app_.store.get_run(run_id)
     service = app_.runs
     paths = service.paths(record)
     removed = []
-    for container in service.env.sandbox.list({"launcher.run-id": record.id, "launcher.root": str(app_.root)}):
+    for container in service.env.sandbox.list(
+        {"launcher.run-id": record.id, "launcher.root": str(app_.root)}
+    ):
         service.env.sandbox.remove(container.id)
         removed.append(f"container {container.name}")
     if paths.worktree.exists():
@@ -390,6 +431,9 @@ def gc(
             typer.echo("nothing to collect")
         for action in report.actions:
             status = "would" if dry_run else ("done" if action.done else "FAILED")
-            typer.echo(f"{status:6} {action.kind} {action.target}: {action.reason}" + (f" ({action.error})" if action.error else ""))
+            typer.echo(
+                f"{status:6} {action.kind} {action.target}: {action.reason}"
+                + (f" ({action.error})" if action.error else "")
+            )
     if report.errors:
         raise typer.Exit(ExitCode.FAILURE)

@@ -12,7 +12,9 @@ from launcher.cli.app_context import Application, app_of, dump, emit_json, table
 if TYPE_CHECKING:
     from launcher.models import TaskRecord
 
-task_app = typer.Typer(help="Create and inspect tasks; change their status as a compare-and-set.", no_args_is_help=True)
+task_app = typer.Typer(
+    help="Create and inspect tasks; change their status as a compare-and-set.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -102,7 +104,11 @@ def list_(
     if not tasks:
         typer.echo("no tasks")
         return
-    typer.echo(table([[t.id, t.status.value, t.repo, t.title[:60]] for t in tasks], ["ID", "STATUS", "REPO", "TITLE"]))
+    typer.echo(
+        table(
+            [[t.id, t.status.value, t.repo, t.title[:60]] for t in tasks], ["ID", "STATUS", "REPO", "TITLE"]
+        )
+    )
 
 
 @task_app.command("show")
@@ -126,7 +132,9 @@ def show(
     typer.echo("history:")
     for h in history:
         source = h.from_status.value if h.from_status else "-"
-        typer.echo(f"  {h.at.isoformat()}  {source} -> {h.to_status.value}  by {h.actor}  {h.reason or ''}".rstrip())
+        typer.echo(
+            f"  {h.at.isoformat()}  {source} -> {h.to_status.value}  by {h.actor}  {h.reason or ''}".rstrip()
+        )
     if runs:
         typer.echo("runs:")
         for r in runs:

@@ -75,7 +75,11 @@ class GarbageCollector:
             owner = f"pid {run.owner.pid} on {run.owner.host}" if run.owner else "no owner"
             self._act(
                 report,
-                GcAction(kind="settle-run", target=run.id, reason=f"{run.state.value}, but its launcher ({owner}) is gone"),
+                GcAction(
+                    kind="settle-run",
+                    target=run.id,
+                    reason=f"{run.state.value}, but its launcher ({owner}) is gone",
+                ),
                 lambda run=run: self._settle(run),  # type: ignore[misc]
             )
 
@@ -113,8 +117,10 @@ class GarbageCollector:
             )
 
     def _remove_stray_folders(self, report: GcReport) -> None:
-        ws = self.env.workspace
-        for folder_kind, parent in (("worktree", self.env.worktrees_dir), ("sandbox", self.env.state_dir / "sandboxes")):
+        for folder_kind, parent in (
+            ("worktree", self.env.worktrees_dir),
+            ("sandbox", self.env.state_dir / "sandboxes"),
+        ):
             if not parent.is_dir():
                 continue
             for entry in sorted(parent.iterdir()):

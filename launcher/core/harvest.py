@@ -17,7 +17,9 @@ from launcher.core.transitions import TaskStatus, is_legal
 
 MARKER_NAMES = ("tested", "reviewed", "manual-tested")
 # Fields an agent may change in its copy of the task file, besides status and the evidence flags.
-AGENT_WRITABLE = frozenset({"agents", "prUrl", "prNumber", "branch", "pendingRevision", "checkBaseline", "checkTarget"})
+AGENT_WRITABLE = frozenset(
+    {"agents", "prUrl", "prNumber", "branch", "pendingRevision", "checkBaseline", "checkTarget"}
+)
 READ_ONLY = frozenset({"id", "created", "repo"})
 EVIDENCE = {"tested": "tested", "manualTested": "manual-tested"}
 AGENT_PHASE_STATUSES = frozenset({"pending", "running", "completed", "failed"})
@@ -112,15 +114,17 @@ def _field_problem(key: str, value: Any) -> str | None:
 
 
 class AgentArtifacts(BaseModel):
+    """case's artifact names are camelCase; kept as they are so the JSON round-trips."""
+
     model_config = ConfigDict(extra="allow")
 
     commit: str | None = None
-    filesChanged: list[str] | None = None  # noqa: N815 - case's field name
-    testsPassed: bool | None = None  # noqa: N815
-    screenshotUrls: list[str] | None = None  # noqa: N815
-    evidenceMarkers: list[str] | None = None  # noqa: N815
-    prUrl: str | None = None  # noqa: N815
-    prNumber: int | None = None  # noqa: N815
+    filesChanged: list[str] | None = None
+    testsPassed: bool | None = None
+    screenshotUrls: list[str] | None = None
+    evidenceMarkers: list[str] | None = None
+    prUrl: str | None = None
+    prNumber: int | None = None
 
 
 class AgentResult(BaseModel):

@@ -64,5 +64,3 @@ class PrivateGitSpec:
     object_format: str | None
     user_name: str
     user_email: str
-
-

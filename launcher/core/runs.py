@@ -18,7 +18,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from launcher.core.harvest import MARKER_NAMES, judge_task_changes, parse_agent_result, parse_marker
-from launcher.core.ports import Coordinator, MountSpec, RepoPort, Sandbox, SandboxSpec, TaskFilesPort, WorkspacePort
+from launcher.core.ports import (
+    Coordinator,
+    MountSpec,
+    RepoPort,
+    Sandbox,
+    SandboxSpec,
+    TaskFilesPort,
+    WorkspacePort,
+)
 from launcher.core.runlayout import (
     CONTAINER_CASE_ROOT,
     CONTAINER_ENTRY,
@@ -157,7 +165,8 @@ class RunService:
         if (repo.objects_dir / "info" / "alternates").exists():
             raise InvalidInputError(
                 f"{repo.toplevel} borrows objects from another repository (objects/info/alternates)",
-                hint="launcher mounts only this repository's objects; run `git repack -a -d` to make it self-contained",
+                hint="launcher mounts only this repository's objects; "
+                "`git repack -a -d` makes it self-contained",
             )
         base_sha = repo.resolve_commit(task.base_ref)
         return RunPlan(
@@ -176,7 +185,9 @@ class RunService:
 
     def create(self, plan: RunPlan, owner: RunOwner) -> RunRecord:
         run = self.env.store.create_run(
-            NewRun(task_id=plan.task.id, image=plan.image, owner=owner, worktrees_dir=str(self.env.worktrees_dir))
+            NewRun(
+                task_id=plan.task.id, image=plan.image, owner=owner, worktrees_dir=str(self.env.worktrees_dir)
+            )
         )
         uid = self._uid(run.seq)
         return self.env.store.update_run(
@@ -208,7 +219,9 @@ class RunService:
 
     # -- executing --------------------------------------------------------------------------
 
-    def execute(self, plan: RunPlan, run: RunRecord, echo: Callable[[bytes], None] | None = None) -> RunRecord:
+    def execute(
+        self, plan: RunPlan, run: RunRecord, echo: Callable[[bytes], None] | None = None
+    ) -> RunRecord:
         store, paths = self.env.store, self.paths(run)
         uid, gid = self._uid(run.seq)
         container_id: str | None = None
@@ -233,7 +246,9 @@ class RunService:
             ending, error = "failed", str(exc)
             if container_id:
                 self.env.sandbox.kill(container_id)
-        return self.settle(plan.repo, run, paths, ending, exit_code, error, keep=plan.keep_worktree, image=plan.image)
+        return self.settle(
+            plan.repo, run, paths, ending, exit_code, error, keep=plan.keep_worktree, image=plan.image
+        )
 
     def _prepare(self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int) -> None:
         ws, task = self.env.workspace, plan.task
@@ -319,7 +334,11 @@ class RunService:
         for path in sorted(hidden):
             if path.is_relative_to(root) and path != root and path.exists():
                 rel = path.relative_to(root)
-                if not any(rel.is_relative_to(h.relative_to(root)) and h != path for h in hidden if h.is_relative_to(root)):
+                if not any(
+                    rel.is_relative_to(h.relative_to(root)) and h != path
+                    for h in hidden
+                    if h.is_relative_to(root)
+                ):
                     mounts.append(
                         MountSpec(
                             target=f"{CONTAINER_CASE_ROOT}/{rel}",
@@ -333,7 +352,9 @@ class RunService:
         if tasks.is_relative_to(root) and tasks.is_dir():
             # Only the run's own task files, writable, so case's scripts work on the run's copy.
             mounts.append(
-                MountSpec(target=f"{CONTAINER_CASE_ROOT}/{tasks.relative_to(root)}", source=str(paths.tasks_view))
+                MountSpec(
+                    target=f"{CONTAINER_CASE_ROOT}/{tasks.relative_to(root)}", source=str(paths.tasks_view)
+                )
             )
         return mounts
 
@@ -434,13 +455,16 @@ class RunService:
             return {"commits": [], "tip": base, "diff": {"files_changed": 0, "insertions": 0, "deletions": 0}}
         heads = repo.verify_bundle(copied)
         if [ref for _, ref in heads] != ["HEAD"]:
-            raise InvalidInputError(f"the run's bundle must carry HEAD only, it carries {[r for _, r in heads]}")
+            raise InvalidInputError(
+                f"the run's bundle must carry HEAD only, it carries {[r for _, r in heads]}"
+            )
         staging = f"refs/launcher/staging/{run.id}"
         try:
             tip = repo.fetch_bundle_head(copied, staging)
             if not repo.is_ancestor(base, tip):
                 raise InvalidInputError(
-                    f"the run's HEAD {tip[:12]} does not descend from its base {base[:12]}; branch left at base"
+                    f"the run's HEAD {tip[:12]} does not descend from its base {base[:12]}; "
+                    "the branch stays at the base"
                 )
             repo.update_ref(f"refs/heads/{run.branch}", tip, base)
         finally:
@@ -449,7 +473,9 @@ class RunService:
         files = diff.get("files", [])
         result: dict[str, Any] = {"commits": repo.commits_between(base, tip), "tip": tip, "diff": diff}
         if isinstance(files, list) and any(str(f).startswith(".case/") for f in files):
-            result["warnings"] = [".case/ files were committed; they belong to the run's scope, not the branch"]
+            result["warnings"] = [
+                ".case/ files were committed; they belong to the run's scope, not the branch"
+            ]
         return result
 
     def _harvest_container(self, repo: RepoPort, run: RunRecord, paths: RunPaths, image: str) -> None:
@@ -603,7 +629,7 @@ class LogPump(threading.Thread):
             try:
                 for chunk in self.sandbox.logs(self.container_id):
                     self._emit(log, self.redactor.feed(chunk))
-            except Exception as exc:  # noqa: BLE001 - a broken log stream must not kill the run
+            except Exception as exc:  # a broken log stream must not kill the run
                 self._emit(log, f"\nlauncher: log stream ended: {exc}\n".encode())
             self._emit(log, self.redactor.flush())
 

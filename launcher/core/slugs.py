@@ -10,10 +10,12 @@ from launcher.errors import InvalidInputError
 SLUG_MAX = 48
 PREFIX_MAX = 40
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?$" % (SLUG_MAX - 2))
-PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,%d}[a-z0-9])?$" % (PREFIX_MAX - 2))
+SLUG_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{SLUG_MAX - 2}}}[a-z0-9])?$")
+PREFIX_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{PREFIX_MAX - 2}}}[a-z0-9])?$")
 # case's IDs: <prefix>-<N>-<slug>, where the prefix may itself contain dashes.
-TASK_ID_RE = re.compile(r"^(?P<prefix>[a-z0-9][a-z0-9-]*?)-(?P<number>[1-9][0-9]*)(?:-(?P<slug>[a-z0-9-]+))?$")
+TASK_ID_RE = re.compile(
+    r"^(?P<prefix>[a-z0-9][a-z0-9-]*?)-(?P<number>[1-9][0-9]*)(?:-(?P<slug>[a-z0-9-]+))?$"
+)
 
 
 def slugify(text: str, *, max_length: int = SLUG_MAX) -> str:
@@ -39,7 +41,7 @@ def validate_slug(slug: str) -> str:
     if not SLUG_RE.match(slug):
         raise InvalidInputError(
             f"invalid slug {slug[:80]!r}: use 1-{SLUG_MAX} lowercase letters, digits and inner dashes",
-            hint="a slug names files and git branches, so '/', '..', spaces and control characters are refused",
+            hint="a slug names files and git branches: '/', '..', spaces and control characters are refused",
         )
     return slug
 

@@ -52,7 +52,9 @@ def build_image(
     folder = images_dir / name
     if not (folder / "Dockerfile").is_file():
         known = sorted(p.name for p in images_dir.iterdir() if (p / "Dockerfile").is_file())
-        raise NotFoundError(f"no image {name!r} in {images_dir}", hint=f"known images: {', '.join(known) or 'none'}")
+        raise NotFoundError(
+            f"no image {name!r} in {images_dir}", hint=f"known images: {', '.join(known) or 'none'}"
+        )
     digest = content_hash(folder)
     repo = f"{IMAGE_REPO_PREFIX}{name}"
     tag, latest = f"{repo}:{digest}", f"{repo}:latest"
@@ -63,7 +65,9 @@ def build_image(
         try:
             image = client.images.get(tag)
             image.tag(repo, "latest")
-            return ImageBuildResult(name=name, tag=tag, latest=latest, content_hash=digest, image_id=image.id, built=False)
+            return ImageBuildResult(
+                name=name, tag=tag, latest=latest, content_hash=digest, image_id=image.id, built=False
+            )
         except ImageNotFound:
             pass
     image_id = _stream_build(client, folder, tag, digest, progress)
@@ -71,7 +75,9 @@ def build_image(
         client.images.get(image_id).tag(repo, "latest")
     except APIError as exc:
         raise DockerError(f"built {tag} but could not tag it latest: {exc}") from exc
-    return ImageBuildResult(name=name, tag=tag, latest=latest, content_hash=digest, image_id=image_id, built=True)
+    return ImageBuildResult(
+        name=name, tag=tag, latest=latest, content_hash=digest, image_id=image_id, built=True
+    )
 
 
 def _stream_build(
@@ -103,5 +109,3 @@ def _stream_build(
     if image_id is None:
         image_id = client.images.get(tag).id
     return str(image_id)
-
-

@@ -390,7 +390,8 @@ class SqliteCoordinator(Coordinator):
                 ),
             )
             db.execute(
-                "INSERT INTO run_events (run_id, from_state, to_state, at, detail) VALUES (?, NULL, ?, ?, NULL)",
+                "INSERT INTO run_events (run_id, from_state, to_state, at, detail) "
+                "VALUES (?, NULL, ?, ?, NULL)",
                 (run_id, RunState.CREATED.value, now),
             )
             return self._run_row(db, run_id)
@@ -452,7 +453,8 @@ class SqliteCoordinator(Coordinator):
             db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*columns.values(), run_id))  # noqa: S608
             if state is not None and state != current.state:
                 db.execute(
-                    "INSERT INTO run_events (run_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO run_events (run_id, from_state, to_state, at, detail) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (run_id, current.state.value, state.value, now, detail),
                 )
             return self._run_row(db, run_id)
