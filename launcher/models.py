@@ -55,6 +55,24 @@ class TaskRecord(_Frozen):
     doc: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    file_path: str | None = Field(default=None, description="where the task's .task.json lives")
+    file_sha256: str | None = Field(default=None, description="hash of the file as launcher last wrote or read it")
+    origin: str = Field(default="launcher", description="launcher, or adopted from an existing harness")
+
+
+class AdoptedTask(_Frozen):
+    """A task found in a case harness, taken into the coordinator as it is."""
+
+    id: str
+    prefix: str
+    number: int
+    slug: str
+    title: str
+    repo: str
+    repo_path: str | None
+    doc: dict[str, Any]
+    file_path: str
+    file_sha256: str
 
 
 class TransitionRecord(_Frozen):
@@ -72,9 +90,7 @@ class RunOwner(_Frozen):
 
     host: str
     pid: int
-    start_ticks: int | None = Field(
-        default=None, description="process start time from /proc, guards pid reuse"
-    )
+    start_ticks: int | None = Field(default=None, description="process start time from /proc, guards pid reuse")
 
 
 class RunRecord(_Frozen):

@@ -98,9 +98,7 @@ class Repository:
                 raise InvalidInputError(
                     f"{candidate} is a bare repository; launcher needs a repository with a working tree",
                 )
-        raise InvalidInputError(
-            f"{start} is not inside a git repository", hint="pass --repo PATH of a git checkout"
-        )
+        raise InvalidInputError(f"{start} is not inside a git repository", hint="pass --repo PATH of a git checkout")
 
     # -- running git ---------------------------------------------------------------------
 
@@ -164,14 +162,10 @@ class Repository:
     def resolve_commit(self, ref: str) -> str:
         if ref.startswith("-") or "\x00" in ref:
             raise InvalidInputError(f"invalid base ref {ref!r}")
-        proc = self.git(
-            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
-        )
+        proc = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
         if proc.returncode != 0:
             if not self.has_commits():
-                raise InvalidInputError(
-                    f"repository {self.toplevel} has no commits yet", hint="commit something first"
-                )
+                raise InvalidInputError(f"repository {self.toplevel} has no commits yet", hint="commit something first")
             raise InvalidInputError(f"unknown base ref {ref!r} in {self.toplevel}")
         return proc.stdout.decode().strip()
 

@@ -1,21 +1,36 @@
-"""case-compatible task files: ``tasks/active/<id>.task.json`` and ``<id>.md`` beside it.
+"""case-compatible task files: ``<id>.task.json`` and ``<id>.md`` beside it.
 
-Files are rendered from the coordinator, under a per-task lock: the writer re-reads the
-task from the coordinator after taking the lock, so whichever writer comes last writes
-the newest state and the file always ends equal to the coordinator.
+Files are rendered from the coordinator under a per-task lock: the writer re-reads the task
+after taking the lock, so whichever writer comes last writes the newest state and the file
+always ends equal to the coordinator. A file whose bytes differ from what launcher last
+wrote was edited by hand: it is never overwritten silently (ExternalChangeError), the
+caller imports it first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
+from launcher.core.ports import Coordinator
 from launcher.errors import InvalidInputError, StateStoreError
-from launcher.models import TaskRecord, TransitionRecord, iso, utcnow
+from launcher.models import TaskRecord, TransitionRecord, iso
+
+JSON_SUFFIX = ".task.json"
+
+
+class ExternalChangeError(StateStoreError):
+    code = "changed-outside"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def render_task_json(doc: dict[str, Any]) -> bytes:
@@ -23,18 +38,17 @@ def render_task_json(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def render_task_md(task: TaskRecord, body: str | None) -> str:
-    lines = [f"# {task.title}", "", f"- **Task:** {task.id}", f"- **Repo:** {task.repo}", ""]
+def render_task_md(task: TaskRecord, body: str | None, template: str | None = None) -> str:
+    if template is not None:
+        head = template.replace("{{title}}", task.title).replace("{{id}}", task.id).rstrip("\n")
+        lines = [head, ""]
+    else:
+        lines = [f"# {task.title}", "", f"- **Task:** {task.id}", f"- **Repo:** {task.repo}", ""]
     if body:
         lines += [body.rstrip(), ""]
-    lines += [
-        "## Progress Log",
-        "",
-        f"### launcher — {iso(task.created_at)}",
-        "",
-        f"Task created (status {task.status.value}).",
-        "",
-    ]
+    if "## Progress Log" not in "\n".join(lines):
+        lines += ["## Progress Log", ""]
+    lines += [f"### launcher — {iso(task.created_at)}", "", f"Task created (status {task.status.value}).", ""]
     return "\n".join(lines)
 
 
@@ -42,64 +56,105 @@ def progress_entry(transition: TransitionRecord) -> str:
     reason = f": {transition.reason}" if transition.reason else ""
     source = transition.from_status.value if transition.from_status else "(new)"
     return (
-        f"### {transition.actor} — {iso(transition.at)}\n\n"
-        f"Status {source} → {transition.to_status.value}{reason}\n\n"
+        f"### {transition.actor} — {iso(transition.at)}\n\nStatus {source} → {transition.to_status.value}{reason}\n\n"
     )
 
 
 class TaskFiles:
-    def __init__(self, tasks_dir: Path, locks_dir: Path) -> None:
+    def __init__(
+        self,
+        tasks_dir: Path,
+        locks_dir: Path,
+        store: Coordinator,
+        validate: Callable[[dict[str, Any]], list[str]] | None = None,
+    ) -> None:
         self.active = tasks_dir / "active"
+        self.templates = tasks_dir / "templates"
         self.locks_dir = locks_dir
+        self.store = store
+        self.validate = validate
 
-    def json_path(self, task_id: str) -> Path:
-        return self._inside(self.active / f"{task_id}.task.json")
-
-    def md_path(self, task_id: str) -> Path:
-        return self._inside(self.active / f"{task_id}.md")
-
-    def _inside(self, path: Path) -> Path:
+    def json_path(self, task: TaskRecord) -> Path:
+        if task.file_path:
+            return Path(task.file_path)
+        path = self.active / f"{task.id}{JSON_SUFFIX}"
         # IDs are validated upstream; this is the last line of defence against '../'.
-        if path.parent != self.active or path.name.startswith(".") or "/" in path.name:
+        if path.parent != self.active or path.name.startswith(".") or "/" in task.id:
             raise InvalidInputError(f"refusing a task file path outside {self.active}: {path}")
         return path
 
-    def _lock(self, task_id: str) -> Any:
-        return file_lock(self.locks_dir / "tasks" / f"{task_id}.lock")
+    def md_path(self, task: TaskRecord) -> Path:
+        path = self.json_path(task)
+        return path.with_name(path.name.removesuffix(JSON_SUFFIX) + ".md")
 
-    def ensure_dirs(self) -> None:
+    @contextmanager
+    def locked(self, task_id: str) -> Iterator[None]:
+        with file_lock(self.locks_dir / "tasks" / f"{task_id}.lock"):
+            yield
+
+    def _ensure_dir(self, path: Path) -> None:
         try:
-            self.active.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StateStoreError(f"cannot create {self.active}: {exc.strerror or exc}") from exc
+            raise StateStoreError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
 
-    def sync(self, task_id: str, load: Callable[[str], TaskRecord]) -> TaskRecord:
-        """Write the task's JSON from the coordinator's current state, under the task lock."""
-        self.ensure_dirs()
-        with self._lock(task_id):
-            task = load(task_id)
-            atomic_write(self.json_path(task.id), render_task_json(task.doc))
-            return task
+    def _write_json(self, task: TaskRecord) -> None:
+        """Write under the caller's lock; refuse to clobber a hand edit."""
+        path = self.json_path(task)
+        self._ensure_dir(path)
+        try:
+            existing = path.read_bytes()
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and task.file_sha256 and sha256(existing) != task.file_sha256:
+            raise ExternalChangeError(
+                f"{path} was changed outside launcher; launcher did not overwrite it",
+                hint="`launcher task list` imports hand edits as the new truth; then retry",
+            )
+        if self.validate is not None:
+            problems = self.validate(task.doc)
+            if problems:
+                raise InvalidInputError(
+                    f"task {task.id} would not validate against the harness's task.schema.json: "
+                    + "; ".join(problems[:5])
+                )
+        data = render_task_json(task.doc)
+        if existing != data:
+            atomic_write(path, data)
+        self.store.record_file(task.id, str(path), sha256(data))
 
-    def create(self, task: TaskRecord, body: str | None, load: Callable[[str], TaskRecord]) -> None:
-        self.ensure_dirs()
-        with self._lock(task.id):
-            current = load(task.id)
-            atomic_write(self.json_path(task.id), render_task_json(current.doc))
-            md = self.md_path(task.id)
+    def sync(self, task_id: str) -> TaskRecord:
+        with self.locked(task_id):
+            task = self.store.get_task(task_id)
+            self._write_json(task)
+            return self.store.get_task(task_id)
+
+    def create(self, task_id: str, body: str | None, template: str | None = None) -> TaskRecord:
+        template_text = self._template(template)
+        with self.locked(task_id):
+            task = self.store.get_task(task_id)
+            self._write_json(task)
+            md = self.md_path(task)
             if not md.exists():
-                atomic_write(md, render_task_md(current, body).encode("utf-8"))
+                atomic_write(md, render_task_md(task, body, template_text).encode("utf-8"))
+            return self.store.get_task(task_id)
 
-    def record_transition(
-        self, task_id: str, transition: TransitionRecord, load: Callable[[str], TaskRecord]
-    ) -> None:
+    def _template(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        path = self.templates / f"{name.removesuffix('.md')}.md"
+        if path.parent != self.templates or not path.is_file():
+            known = sorted(p.stem for p in self.templates.glob("*.md")) if self.templates.is_dir() else []
+            raise InvalidInputError(f"no task template {name!r}", hint=f"templates: {', '.join(known) or 'none'}")
+        return path.read_text(encoding="utf-8")
+
+    def record_transition(self, task_id: str, transition: TransitionRecord) -> None:
         """Re-render the JSON and append the transition to the `.md` Progress Log."""
-        self.ensure_dirs()
-        with self._lock(task_id):
-            current = load(task_id)
-            atomic_write(self.json_path(task_id), render_task_json(current.doc))
-            md = self.md_path(task_id)
-            existing = md.read_text(encoding="utf-8") if md.exists() else f"# {current.title}\n"
+        with self.locked(task_id):
+            task = self.store.get_task(task_id)
+            self._write_json(task)
+            md = self.md_path(task)
+            existing = md.read_text(encoding="utf-8") if md.exists() else f"# {task.title}\n"
             if "## Progress Log" not in existing:
                 existing = existing.rstrip("\n") + "\n\n## Progress Log\n\n"
             elif not existing.endswith("\n\n"):
@@ -107,5 +162,24 @@ class TaskFiles:
             atomic_write(md, (existing + progress_entry(transition)).encode("utf-8"))
 
 
-def now_iso() -> str:
-    return iso(utcnow())
+def schema_validator(tasks_dir: Path) -> Callable[[dict[str, Any]], list[str]] | None:
+    """A validator for the harness's tasks/task.schema.json, or None when it has none."""
+    path = tasks_dir / "task.schema.json"
+    if not path.is_file():
+        return None
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        Draft202012Validator.check_schema(schema)
+    except (json.JSONDecodeError, SchemaError) as exc:
+        raise InvalidInputError(f"{path} is not a valid JSON schema: {str(exc).splitlines()[0]}") from exc
+    validator = Draft202012Validator(schema)
+
+    def validate(doc: dict[str, Any]) -> list[str]:
+        return [
+            f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)
+        ]
+
+    return validate

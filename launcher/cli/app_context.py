@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from launcher.adapters.projects import Projects
     from launcher.adapters.taskfiles import TaskFiles
+    from launcher.core.adopt import AdoptionReport
     from launcher.core.ports import Coordinator
     from launcher.core.runs import RunService
-    from launcher.core.tasks import TaskService
+    from launcher.core.tasks import RepoRef, TaskService
     from launcher.settings import LauncherConfig, Layout
 
 
@@ -62,9 +64,10 @@ class Application:
 
     @cached_property
     def task_files(self) -> TaskFiles:
-        from launcher.adapters.taskfiles import TaskFiles
+        from launcher.adapters.taskfiles import TaskFiles, schema_validator
 
-        return TaskFiles(self.layout.tasks_dir, self.layout.locks_dir)
+        tasks_dir = self.layout.tasks_dir
+        return TaskFiles(tasks_dir, self.layout.locks_dir, self.store, schema_validator(tasks_dir))
 
     @cached_property
     def tasks(self) -> TaskService:
@@ -95,8 +98,49 @@ class Application:
                 defaults=self.config.run,
                 entry_script=entry_script(),
                 actor=self.actor,
+                projects_view=self.projects.run_view,
             )
         )
+
+    @cached_property
+    def projects(self) -> Projects:
+        from launcher.adapters.projects import Projects
+
+        return Projects.load(self.root)
+
+    def reconcile(self, *, full: bool) -> AdoptionReport:
+        """Adopt task files launcher has not seen; with ``full``, also import hand edits."""
+        from launcher.adapters import harness
+        from launcher.core.adopt import Adopter
+
+        projects = self.projects
+        repo_paths = [p for p in (projects.path_of(n) for n in projects.names) if p.is_dir()]
+        dirs = harness.task_dirs(self.layout.tasks_dir, repo_paths)
+        known = frozenset() if full else frozenset(self.store.task_file_paths())
+        found, legacy = harness.scan(dirs, None if full else set(known))
+
+        def repo_path_of(name: str) -> str | None:
+            return str(projects.path_of(name)) if name in projects.names else None
+
+        adopter = Adopter(self.store, self.task_files, repo_path_of, harness.read_md_title)
+        return adopter.reconcile(found, legacy, full=full, known_paths=known)
+
+    def resolve_repo(self, value: str) -> RepoRef:
+        """--repo: a name from projects.json, or a path (named after its projects.json entry if any)."""
+        from launcher.adapters.git import Repository
+        from launcher.core.slugs import repo_prefix
+        from launcher.core.tasks import RepoRef
+
+        projects = self.projects
+        if value in projects.names:
+            path = projects.path_of(value)
+            repository = Repository.open(path, lock_dir=self.layout.locks_dir)
+            return RepoRef(name=value, path=str(repository.toplevel))
+        if projects.names and not Path(value).expanduser().exists() and "/" not in value:
+            projects.path_of(value)  # raises NotFoundError listing the known names
+        repository = Repository.open(value, lock_dir=self.layout.locks_dir)
+        name = projects.name_of(repository.toplevel) or repo_prefix(repository.name)
+        return RepoRef(name=name, path=str(repository.toplevel))
 
     @cached_property
     def actor(self) -> str:

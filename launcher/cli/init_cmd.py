@@ -18,8 +18,9 @@ def register(app: typer.Typer) -> None:
 
         app_ = app_of(ctx)
         report = initialise(app_.layout, app_.store)
+        adoption = app_.reconcile(full=True)
         if as_json:
-            emit_json(report.model_dump(mode="json"))
+            emit_json({**report.model_dump(mode="json"), "adoption": adoption.model_dump(mode="json")})
             return
         typer.echo(f"case root:   {report.root}")
         typer.echo(f"state store: {report.state_url}")
@@ -27,3 +28,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"created:     {path}")
         if not report.created:
             typer.echo("already initialised; nothing changed")
+        for task_id in adoption.adopted:
+            typer.echo(f"adopted:     {task_id}")
+        for task_id in adoption.changed_outside:
+            typer.echo(f"imported:    {task_id} (edited outside launcher)")
+        for problem in adoption.invalid:
+            typer.echo(f"not adopted: {problem.path}: {problem.error}")
+        for md in adoption.legacy_md:
+            typer.echo(f"legacy task: {md} (no .task.json; its number is reserved)")

@@ -60,15 +60,9 @@ def check(
 @paths_app.command("render")
 def render(
     ctx: typer.Context,
-    src: Annotated[
-        Path, typer.Argument(metavar="SRC", help="Template file, or folder of templates to mirror.")
-    ],
-    dest: Annotated[
-        Path, typer.Argument(metavar="DEST", help="Output file, or output folder (not inside SRC).")
-    ],
-    root: Annotated[
-        str | None, typer.Option("--root", help="Value for $CASE_ROOT (default: the case root).")
-    ] = None,
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Template file, or folder of templates to mirror.")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="Output file, or output folder (not inside SRC).")],
+    root: Annotated[str | None, typer.Option("--root", help="Value for $CASE_ROOT (default: the case root).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
 ) -> None:
     """Replace $CASE_ROOT and ${CASE_ROOT} with a root; each file is written atomically.
@@ -126,8 +120,6 @@ def fix(
         typer.echo(f"left: {hit.file}:{hit.line}: {hit.found} -> {hit.suggestion}")
     verb = "would change" if dry_run else "changed"
     if result.files:
-        typer.echo(
-            f"{verb} {result.replacements} path(s) in {result.changed_files} file(s) under {result.root}"
-        )
+        typer.echo(f"{verb} {result.replacements} path(s) in {result.changed_files} file(s) under {result.root}")
     else:
         typer.echo(f"nothing to fix under {result.root}")

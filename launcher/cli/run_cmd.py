@@ -72,20 +72,12 @@ def _request(
 
 def run(
     ctx: typer.Context,
-    args: list[str] = typer.Argument(
-        None, help="TASK_ID [-- COMMAND…], or only -- COMMAND… with --repo/--title."
-    ),
+    args: list[str] = typer.Argument(None, help="TASK_ID [-- COMMAND…], or only -- COMMAND… with --repo/--title."),
     repo: str = typer.Option(None, "--repo", help="Create the task in this repository first (with --title)."),
     title: str = typer.Option(None, "--title", help="Title of the task to create (with --repo)."),
-    image: str = typer.Option(
-        None, "--image", help="Agent image (default: the task's, else launcher.toml's)."
-    ),
-    timeout: float = typer.Option(
-        None, "--timeout", help="Seconds before the agent is killed (state timed-out)."
-    ),
-    detach: bool = typer.Option(
-        False, "--detach", "-d", help="Start in the background and print the run ID."
-    ),
+    image: str = typer.Option(None, "--image", help="Agent image (default: the task's, else launcher.toml's)."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds before the agent is killed (state timed-out)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Start in the background and print the run ID."),
     keep_worktree: bool = typer.Option(
         None,
         "--keep-worktree/--remove-worktree",
@@ -124,6 +116,9 @@ def run(
         if not items:
             raise InvalidInputError("name a task to run (TASK_ID), or create one with --repo and --title")
         task_ref, command = items[0], items[1:]
+        if command[:1] == ["--"]:
+            # Options end at TASK_ID, so click hands a later `--` through literally.
+            command = command[1:]
     request = _request(task_ref, command, image, timeout, keep_worktree, secret or [], network, runtime)
     if detach:
         run_id = _spawn_supervisor(app_, request)
@@ -149,18 +144,9 @@ def _echo(data: bytes) -> None:
 
 
 def _create_task(app_: Application, repo: str, title: str, image: str | None, command: list[str]) -> str:
-    from launcher.adapters.git import Repository
-    from launcher.core.slugs import repo_prefix
-    from launcher.core.tasks import RepoRef
-
-    repository = Repository.open(repo, lock_dir=app_.layout.locks_dir)
-    task = app_.tasks.create(
-        RepoRef(name=repo_prefix(repository.name), path=str(repository.toplevel)),
-        title,
-        image=image,
-        command=command,
-    )
-    return task.id
+    repo_ref = app_.resolve_repo(repo)
+    app_.reconcile(full=False)
+    return app_.tasks.create(repo_ref, title, image=image, command=command).id
 
 
 def _report(record: RunRecord, as_json: bool) -> None:
@@ -383,17 +369,13 @@ def rm(
     record = app_.store.get_run(run_id)
     if record.state in LIVE_RUN_STATES:
         if not force:
-            raise InvalidInputError(
-                f"run {run_id} is {record.state.value}", hint="stop it first, or pass --force"
-            )
+            raise InvalidInputError(f"run {run_id} is {record.state.value}", hint="stop it first, or pass --force")
         ctx.invoke(stop, ctx=ctx, run_id=run_id, as_json=False)
         record = app_.store.get_run(run_id)
     service = app_.runs
     paths = service.paths(record)
     removed = []
-    for container in service.env.sandbox.list(
-        {"launcher.run-id": record.id, "launcher.root": str(app_.root)}
-    ):
+    for container in service.env.sandbox.list({"launcher.run-id": record.id, "launcher.root": str(app_.root)}):
         service.env.sandbox.remove(container.id)
         removed.append(f"container {container.name}")
     if paths.worktree.exists():

@@ -10,11 +10,10 @@ import typer
 from launcher.cli.app_context import Application, app_of, dump, emit_json, table
 
 if TYPE_CHECKING:
+    from launcher.core.adopt import AdoptionReport
     from launcher.models import TaskRecord
 
-task_app = typer.Typer(
-    help="Create and inspect tasks; change their status as a compare-and-set.", no_args_is_help=True
-)
+task_app = typer.Typer(help="Create and inspect tasks; change their status as a compare-and-set.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,8 +23,8 @@ def register(app: typer.Typer) -> None:
 def task_view(app_: Application, task: TaskRecord) -> dict[str, object]:
     data: dict[str, object] = dump(task)
     data["paths"] = {
-        "json": str(app_.task_files.json_path(task.id)),
-        "md": str(app_.task_files.md_path(task.id)),
+        "json": str(app_.task_files.json_path(task)),
+        "md": str(app_.task_files.md_path(task)),
     }
     return data
 
@@ -40,19 +39,32 @@ def print_task(app_: Application, task: TaskRecord) -> None:
         typer.echo(f"command: {' '.join(task.command)}")
     if task.image:
         typer.echo(f"image:   {task.image}")
-    typer.echo(f"file:    {app_.task_files.json_path(task.id)}")
+    typer.echo(f"file:    {app_.task_files.json_path(task)}")
+
+
+def report_adoption(report: AdoptionReport) -> None:
+    """Adoption news goes to stderr, so --json output on stdout stays one document."""
+    for task_id in report.adopted:
+        typer.echo(f"launcher: adopted task {task_id}", err=True)
+    for task_id in report.changed_outside:
+        typer.echo(f"launcher: task {task_id} was edited outside launcher; imported as the new truth", err=True)
+    for problem in report.invalid:
+        typer.echo(f"launcher: cannot adopt {problem.path}: {problem.error}", err=True)
 
 
 @task_app.command("create")
 def create(
     ctx: typer.Context,
-    repo: str = typer.Option(..., "--repo", help="Path of the git repository the task works on."),
+    repo: str = typer.Option(
+        ..., "--repo", help="Repository: a name from <root>/projects.json, or the path of a git checkout."
+    ),
     title: str = typer.Option(..., "--title", help="One line saying what the task is."),
     slug: str = typer.Option(None, "--slug", help="ID suffix (default: made from the title)."),
     body_file: Path = typer.Option(None, "--body-file", help="Markdown file with the task's description."),
     image: str = typer.Option(None, "--image", help="Agent image for this task's runs."),
     base_ref: str = typer.Option("HEAD", "--base", help="Ref the task's run branches start from."),
     queue: bool = typer.Option(False, "--queue", help="Queue the task for `launcher batch`."),
+    template: str = typer.Option(None, "--template", help="Start the task .md from tasks/templates/NAME.md."),
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
     command: list[str] = typer.Argument(None, help="Agent command, after `--`."),
 ) -> None:
@@ -60,13 +72,12 @@ def create(
 
     Example: launcher task create --repo ../api --title "Fix login redirect" -- claude -p "$(cat prompt.md)"
     """
-    from launcher.adapters.git import Repository
-    from launcher.core.slugs import repo_prefix
-    from launcher.core.tasks import RepoRef
     from launcher.errors import InvalidInputError
 
     app_ = app_of(ctx)
-    repository = Repository.open(repo, lock_dir=app_.layout.locks_dir)
+    repo_ref = app_.resolve_repo(repo)
+    # Numbers continue after any task file the harness gained outside launcher.
+    app_.reconcile(full=False)
     body = None
     if body_file is not None:
         try:
@@ -74,7 +85,7 @@ def create(
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"cannot read --body-file {body_file}: {exc}") from exc
     task = app_.tasks.create(
-        RepoRef(name=repo_prefix(repository.name), path=str(repository.toplevel)),
+        repo_ref,
         title,
         slug=slug,
         body=body,
@@ -82,6 +93,7 @@ def create(
         command=list(command or []),
         base_ref=base_ref,
         queued=queue,
+        template=template,
     )
     if as_json:
         emit_json(task_view(app_, task))
@@ -97,6 +109,7 @@ def list_(
 ) -> None:
     """List tasks, oldest first."""
     app_ = app_of(ctx)
+    report_adoption(app_.reconcile(full=True))
     tasks = app_.tasks.list_tasks(status)
     if as_json:
         emit_json([task_view(app_, t) for t in tasks])
@@ -104,11 +117,7 @@ def list_(
     if not tasks:
         typer.echo("no tasks")
         return
-    typer.echo(
-        table(
-            [[t.id, t.status.value, t.repo, t.title[:60]] for t in tasks], ["ID", "STATUS", "REPO", "TITLE"]
-        )
-    )
+    typer.echo(table([[t.id, t.status.value, t.repo, t.title[:60]] for t in tasks], ["ID", "STATUS", "REPO", "TITLE"]))
 
 
 @task_app.command("show")
@@ -119,6 +128,7 @@ def show(
 ) -> None:
     """Show a task with its status history and runs."""
     app_ = app_of(ctx)
+    report_adoption(app_.reconcile(full=True))
     task = app_.tasks.get(task_id)
     history = app_.tasks.history(task.id)
     runs = app_.store.list_runs(task_id=task.id)
@@ -132,9 +142,7 @@ def show(
     typer.echo("history:")
     for h in history:
         source = h.from_status.value if h.from_status else "-"
-        typer.echo(
-            f"  {h.at.isoformat()}  {source} -> {h.to_status.value}  by {h.actor}  {h.reason or ''}".rstrip()
-        )
+        typer.echo(f"  {h.at.isoformat()}  {source} -> {h.to_status.value}  by {h.actor}  {h.reason or ''}".rstrip())
     if runs:
         typer.echo("runs:")
         for r in runs:
@@ -155,6 +163,7 @@ def set_status(
 ) -> None:
     """Change a task's status, legally and atomically. Exit 3 on a conflict, 4 on an illegal move."""
     app_ = app_of(ctx)
+    report_adoption(app_.reconcile(full=True))
     task = app_.tasks.set_status(task_id, status, expected=expected, reason=reason)
     if as_json:
         emit_json(task_view(app_, task))

@@ -17,9 +17,7 @@ from launcher.core.transitions import TaskStatus, is_legal
 
 MARKER_NAMES = ("tested", "reviewed", "manual-tested")
 # Fields an agent may change in its copy of the task file, besides status and the evidence flags.
-AGENT_WRITABLE = frozenset(
-    {"agents", "prUrl", "prNumber", "branch", "pendingRevision", "checkBaseline", "checkTarget"}
-)
+AGENT_WRITABLE = frozenset({"agents", "prUrl", "prNumber", "branch", "pendingRevision", "checkBaseline", "checkTarget"})
 READ_ONLY = frozenset({"id", "created", "repo"})
 EVIDENCE = {"tested": "tested", "manualTested": "manual-tested"}
 AGENT_PHASE_STATUSES = frozenset({"pending", "running", "completed", "failed"})

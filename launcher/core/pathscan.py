@@ -254,9 +254,7 @@ def _analyse(directory: Path) -> tuple[str | None, list[_Hit]]:
 
 def _public(hit: _Hit) -> PathHit:
     suggestion = OUTSIDE if hit.root is None else VARIABLE + hit.found[len(hit.root) :]
-    return PathHit(
-        file=hit.source.rel, line=hit.line, column=hit.column, found=hit.found, suggestion=suggestion
-    )
+    return PathHit(file=hit.source.rel, line=hit.line, column=hit.column, found=hit.found, suggestion=suggestion)
 
 
 def check(directory: Path) -> CheckResult:
@@ -413,12 +411,8 @@ class FixPlan:
 
 
 def _unified_diff(rel: str, old: str, new: str) -> str:
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{rel}", f"b/{rel}"
-    )
-    return "".join(
-        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
-    )
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{rel}", f"b/{rel}")
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
 def plan_fix(directory: Path, *, dry_run: bool = False) -> FixPlan:

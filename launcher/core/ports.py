@@ -10,7 +10,8 @@ compare-and-set: it names the state it expects and fails with a typed error othe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -18,7 +19,15 @@ from pydantic import BaseModel, ConfigDict
 
 from launcher.core.runlayout import PrivateGitSpec, RunPaths
 from launcher.core.transitions import RunState, TaskStatus
-from launcher.models import NewRun, NewTask, RunEventRecord, RunRecord, TaskRecord, TransitionRecord
+from launcher.models import (
+    AdoptedTask,
+    NewRun,
+    NewTask,
+    RunEventRecord,
+    RunRecord,
+    TaskRecord,
+    TransitionRecord,
+)
 
 
 class Coordinator(ABC):
@@ -44,9 +53,27 @@ class Coordinator(ABC):
         """Compare-and-set the task status; legal moves only; append to the history."""
 
     @abstractmethod
-    def update_task_doc(
-        self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str
-    ) -> TaskRecord:
+    def adopt_task(self, task: AdoptedTask) -> TaskRecord:
+        """Store a task found in a harness under its own ID; its number is reserved for good."""
+
+    @abstractmethod
+    def reserve_numbers(self, prefix: str, number: int) -> None:
+        """Never hand out ``number`` or anything below it for ``prefix`` again."""
+
+    @abstractmethod
+    def task_file_paths(self) -> set[str]:
+        """Every task file path the coordinator knows (cheap: no documents parsed)."""
+
+    @abstractmethod
+    def record_file(self, task_id: str, path: str, sha256: str) -> None:
+        """Remember where a task's file is and the hash of what launcher wrote there."""
+
+    @abstractmethod
+    def import_external_change(self, task_id: str, doc: dict[str, Any], sha256: str) -> TaskRecord:
+        """A hand edit of the task file becomes the new truth (status history says so)."""
+
+    @abstractmethod
+    def update_task_doc(self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str) -> TaskRecord:
         """Replace the task document (not its status) if the version still matches."""
 
     @abstractmethod
@@ -60,9 +87,7 @@ class Coordinator(ABC):
     def get_run(self, run_id: str) -> RunRecord: ...
 
     @abstractmethod
-    def list_runs(
-        self, *, states: Iterable[RunState] | None = None, task_id: str | None = None
-    ) -> list[RunRecord]: ...
+    def list_runs(self, *, states: Iterable[RunState] | None = None, task_id: str | None = None) -> list[RunRecord]: ...
 
     @abstractmethod
     def update_run(
@@ -92,17 +117,17 @@ class Coordinator(ABC):
 class TaskFilesPort(Protocol):
     """Where case-compatible task files are written (rendered from the coordinator)."""
 
-    def json_path(self, task_id: str) -> Path: ...
+    def json_path(self, task: TaskRecord) -> Path: ...
 
-    def md_path(self, task_id: str) -> Path: ...
+    def md_path(self, task: TaskRecord) -> Path: ...
 
-    def sync(self, task_id: str, load: Callable[[str], TaskRecord]) -> TaskRecord: ...
+    def locked(self, task_id: str) -> AbstractContextManager[None]: ...
 
-    def create(self, task: TaskRecord, body: str | None, load: Callable[[str], TaskRecord]) -> None: ...
+    def sync(self, task_id: str) -> TaskRecord: ...
 
-    def record_transition(
-        self, task_id: str, transition: TransitionRecord, load: Callable[[str], TaskRecord]
-    ) -> None: ...
+    def create(self, task_id: str, body: str | None, template: str | None = None) -> TaskRecord: ...
+
+    def record_transition(self, task_id: str, transition: TransitionRecord) -> None: ...
 
 
 class MountSpec(BaseModel):

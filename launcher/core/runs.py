@@ -97,6 +97,7 @@ class RunEnvironment:
     defaults: RunDefaults
     entry_script: Path
     actor: str = "launcher"
+    projects_view: Callable[[str, str], bytes | None] | None = None
 
 
 def resolve_secrets(names: list[str], environ: dict[str, str]) -> dict[str, str]:
@@ -165,8 +166,7 @@ class RunService:
         if (repo.objects_dir / "info" / "alternates").exists():
             raise InvalidInputError(
                 f"{repo.toplevel} borrows objects from another repository (objects/info/alternates)",
-                hint="launcher mounts only this repository's objects; "
-                "`git repack -a -d` makes it self-contained",
+                hint="launcher mounts only this repository's objects; `git repack -a -d` makes it self-contained",
             )
         base_sha = repo.resolve_commit(task.base_ref)
         return RunPlan(
@@ -185,9 +185,7 @@ class RunService:
 
     def create(self, plan: RunPlan, owner: RunOwner) -> RunRecord:
         run = self.env.store.create_run(
-            NewRun(
-                task_id=plan.task.id, image=plan.image, owner=owner, worktrees_dir=str(self.env.worktrees_dir)
-            )
+            NewRun(task_id=plan.task.id, image=plan.image, owner=owner, worktrees_dir=str(self.env.worktrees_dir))
         )
         uid = self._uid(run.seq)
         return self.env.store.update_run(
@@ -219,9 +217,7 @@ class RunService:
 
     # -- executing --------------------------------------------------------------------------
 
-    def execute(
-        self, plan: RunPlan, run: RunRecord, echo: Callable[[bytes], None] | None = None
-    ) -> RunRecord:
+    def execute(self, plan: RunPlan, run: RunRecord, echo: Callable[[bytes], None] | None = None) -> RunRecord:
         store, paths = self.env.store, self.paths(run)
         uid, gid = self._uid(run.seq)
         container_id: str | None = None
@@ -234,9 +230,7 @@ class RunService:
             container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid))
             run = store.update_run(run.id, container_id=container_id)
             self.env.sandbox.start(container_id)
-            run = store.update_run(
-                run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow()
-            )
+            run = store.update_run(run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow())
             ending, exit_code = self._supervise(run, container_id, plan, paths, echo)
         except KeyboardInterrupt:
             ending, error = "cancelled", "interrupted (Ctrl-C)"
@@ -246,9 +240,7 @@ class RunService:
             ending, error = "failed", str(exc)
             if container_id:
                 self.env.sandbox.kill(container_id)
-        return self.settle(
-            plan.repo, run, paths, ending, exit_code, error, keep=plan.keep_worktree, image=plan.image
-        )
+        return self.settle(plan.repo, run, paths, ending, exit_code, error, keep=plan.keep_worktree, image=plan.image)
 
     def _prepare(self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int) -> None:
         ws, task = self.env.workspace, plan.task
@@ -268,9 +260,9 @@ class RunService:
                 user_email=f"{run.id}@launcher.invalid",
             ),
         )
-        task = self.env.files.sync(task.id, self.env.store.get_task)
-        task_json = self.env.files.json_path(task.id).read_bytes()
-        md_path = self.env.files.md_path(task.id)
+        task = self.env.files.sync(task.id)
+        task_json = self.env.files.json_path(task).read_bytes()
+        md_path = self.env.files.md_path(task)
         task_md = md_path.read_bytes() if md_path.exists() else None
         ws.write_tasks_view(paths, task.id, task_json, task_md, self.env.tasks_dir)
         ws.write_case_scope(paths.worktree, task.id, task_json)
@@ -335,9 +327,7 @@ class RunService:
             if path.is_relative_to(root) and path != root and path.exists():
                 rel = path.relative_to(root)
                 if not any(
-                    rel.is_relative_to(h.relative_to(root)) and h != path
-                    for h in hidden
-                    if h.is_relative_to(root)
+                    rel.is_relative_to(h.relative_to(root)) and h != path for h in hidden if h.is_relative_to(root)
                 ):
                     mounts.append(
                         MountSpec(
@@ -348,13 +338,22 @@ class RunService:
                             tmpfs_mode=0o755,
                         )
                     )
+        view = self.env.projects_view(plan.task.repo, "../workspace") if self.env.projects_view else None
+        if view is not None and (root / "projects.json").is_file():
+            # case's orchestrator finds the repository through projects.json: point it at the run.
+            (paths.sandbox / "projects.json").write_bytes(view)
+            mounts.append(
+                MountSpec(
+                    target=f"{CONTAINER_CASE_ROOT}/projects.json",
+                    source=str(paths.sandbox / "projects.json"),
+                    read_only=True,
+                )
+            )
         tasks = self.env.tasks_dir
         if tasks.is_relative_to(root) and tasks.is_dir():
             # Only the run's own task files, writable, so case's scripts work on the run's copy.
             mounts.append(
-                MountSpec(
-                    target=f"{CONTAINER_CASE_ROOT}/{tasks.relative_to(root)}", source=str(paths.tasks_view)
-                )
+                MountSpec(target=f"{CONTAINER_CASE_ROOT}/{tasks.relative_to(root)}", source=str(paths.tasks_view))
             )
         return mounts
 
@@ -455,9 +454,7 @@ class RunService:
             return {"commits": [], "tip": base, "diff": {"files_changed": 0, "insertions": 0, "deletions": 0}}
         heads = repo.verify_bundle(copied)
         if [ref for _, ref in heads] != ["HEAD"]:
-            raise InvalidInputError(
-                f"the run's bundle must carry HEAD only, it carries {[r for _, r in heads]}"
-            )
+            raise InvalidInputError(f"the run's bundle must carry HEAD only, it carries {[r for _, r in heads]}")
         staging = f"refs/launcher/staging/{run.id}"
         try:
             tip = repo.fetch_bundle_head(copied, staging)
@@ -473,9 +470,7 @@ class RunService:
         files = diff.get("files", [])
         result: dict[str, Any] = {"commits": repo.commits_between(base, tip), "tip": tip, "diff": diff}
         if isinstance(files, list) and any(str(f).startswith(".case/") for f in files):
-            result["warnings"] = [
-                ".case/ files were committed; they belong to the run's scope, not the branch"
-            ]
+            result["warnings"] = [".case/ files were committed; they belong to the run's scope, not the branch"]
         return result
 
     def _harvest_container(self, repo: RepoPort, run: RunRecord, paths: RunPaths, image: str) -> None:
@@ -557,11 +552,11 @@ class RunService:
                     actor=actor,
                 )
                 report.applied_status = target.value
-                self.env.files.record_transition(run.task_id, transition, store.get_task)
+                self.env.files.record_transition(run.task_id, transition)
             except LauncherError as exc:
                 report.refused.append(f"status: {exc.message}")
         if updates and target is None:
-            self.env.files.sync(run.task_id, store.get_task)
+            self.env.files.sync(run.task_id)
         data = report.model_dump(mode="json")
         data["markers"] = markers
         return data

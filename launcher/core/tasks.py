@@ -68,6 +68,7 @@ class TaskService:
         command: list[str] | None = None,
         base_ref: str = "HEAD",
         queued: bool = False,
+        template: str | None = None,
     ) -> TaskRecord:
         clean_title = validate_title(title)
         clean_slug = validate_slug(slug) if slug is not None else slugify(clean_title)
@@ -90,8 +91,7 @@ class TaskService:
                 doc=case_task_doc(repo.name),
             )
         )
-        self.files.create(task, body, self.store.get_task)
-        return task
+        return self.files.create(task.id, body, template)
 
     def get(self, ref: str) -> TaskRecord:
         return self.store.resolve_task(ref)
@@ -119,11 +119,9 @@ class TaskService:
         task = self.get(ref)
         wanted = parse_status(target)
         source = parse_status(expected) if expected else task.status
-        updated, transition = self.store.transition(
-            task.id, source, wanted, reason=reason, actor=actor or self.actor
-        )
-        self.files.record_transition(task.id, transition, self.store.get_task)
+        updated, transition = self.store.transition(task.id, source, wanted, reason=reason, actor=actor or self.actor)
+        self.files.record_transition(task.id, transition)
         return updated
 
     def sync_files(self, ref: str) -> TaskRecord:
-        return self.files.sync(self.get(ref).id, self.store.get_task)
+        return self.files.sync(self.get(ref).id)

@@ -52,9 +52,7 @@ def build_image(
     folder = images_dir / name
     if not (folder / "Dockerfile").is_file():
         known = sorted(p.name for p in images_dir.iterdir() if (p / "Dockerfile").is_file())
-        raise NotFoundError(
-            f"no image {name!r} in {images_dir}", hint=f"known images: {', '.join(known) or 'none'}"
-        )
+        raise NotFoundError(f"no image {name!r} in {images_dir}", hint=f"known images: {', '.join(known) or 'none'}")
     digest = content_hash(folder)
     repo = f"{IMAGE_REPO_PREFIX}{name}"
     tag, latest = f"{repo}:{digest}", f"{repo}:latest"
@@ -75,14 +73,10 @@ def build_image(
         client.images.get(image_id).tag(repo, "latest")
     except APIError as exc:
         raise DockerError(f"built {tag} but could not tag it latest: {exc}") from exc
-    return ImageBuildResult(
-        name=name, tag=tag, latest=latest, content_hash=digest, image_id=image_id, built=True
-    )
+    return ImageBuildResult(name=name, tag=tag, latest=latest, content_hash=digest, image_id=image_id, built=True)
 
 
-def _stream_build(
-    client: Any, folder: Path, tag: str, digest: str, progress: Callable[[str], None] | None
-) -> str:
+def _stream_build(client: Any, folder: Path, tag: str, digest: str, progress: Callable[[str], None] | None) -> str:
     from docker.errors import APIError
 
     image_id: str | None = None

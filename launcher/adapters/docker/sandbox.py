@@ -92,9 +92,7 @@ class DockerSandbox:
         try:
             self.client.containers.get(container_id).start()
         except APIError as exc:
-            raise DockerError(
-                f"cannot start container {container_id[:12]}: {exc.explanation or exc}"
-            ) from exc
+            raise DockerError(f"cannot start container {container_id[:12]}: {exc.explanation or exc}") from exc
 
     def logs(self, container_id: str) -> Iterator[bytes]:
         container = self.client.containers.get(container_id)
@@ -120,9 +118,7 @@ class DockerSandbox:
             return
         except APIError as exc:
             if exc.status_code != 409:  # 409: not running, which is what we wanted
-                raise DockerError(
-                    f"cannot kill container {container_id[:12]}: {exc.explanation or exc}"
-                ) from exc
+                raise DockerError(f"cannot kill container {container_id[:12]}: {exc.explanation or exc}") from exc
 
     def remove(self, container_id: str) -> None:
         from docker.errors import APIError, NotFound
@@ -133,9 +129,7 @@ class DockerSandbox:
             return
         except APIError as exc:
             if exc.status_code not in (404, 409):
-                raise DockerError(
-                    f"cannot remove container {container_id[:12]}: {exc.explanation or exc}"
-                ) from exc
+                raise DockerError(f"cannot remove container {container_id[:12]}: {exc.explanation or exc}") from exc
 
     def inspect_state(self, container_id: str) -> dict[str, Any] | None:
         from docker.errors import NotFound

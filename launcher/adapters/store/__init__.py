@@ -22,9 +22,7 @@ def open_coordinator(url: str) -> Coordinator:
             "the PostgreSQL coordinator is not available in this version of launcher",
             hint="use the embedded SQLite default (omit --state-url)",
         )
-    raise InvalidInputError(
-        f"unsupported state URL {url!r}", hint="use sqlite:///ABSOLUTE/PATH or postgresql://..."
-    )
+    raise InvalidInputError(f"unsupported state URL {url!r}", hint="use sqlite:///ABSOLUTE/PATH or postgresql://...")
 
 
 __all__ = ["Coordinator", "open_coordinator", "sqlite_url"]

@@ -23,6 +23,7 @@ from launcher.errors import (
     TransitionConflictError,
 )
 from launcher.models import (
+    AdoptedTask,
     NewRun,
     NewTask,
     RunEventRecord,
@@ -104,6 +105,13 @@ MIGRATIONS: list[list[str]] = [
             detail TEXT
         )""",
     ],
+    [
+        # v2: task files launcher adopted from a case harness keep their own path, and every
+        # file's last known content hash tells a hand edit from launcher's own writes.
+        "ALTER TABLE tasks ADD COLUMN file_path TEXT",
+        "ALTER TABLE tasks ADD COLUMN file_sha256 TEXT",
+        "ALTER TABLE tasks ADD COLUMN origin TEXT NOT NULL DEFAULT 'launcher'",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -127,9 +135,7 @@ class SqliteCoordinator(Coordinator):
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
+            self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -293,8 +299,7 @@ class SqliteCoordinator(Coordinator):
             current = self._task_row(db, task_id)
             if current.status != expected:
                 raise TransitionConflictError(
-                    f"task {task_id} is {current.status.value}, not {expected.value}: "
-                    "someone else changed it first",
+                    f"task {task_id} is {current.status.value}, not {expected.value}: someone else changed it first",
                     actual=current.status.value,
                     expected=expected.value,
                 )
@@ -323,9 +328,86 @@ class SqliteCoordinator(Coordinator):
             )
             return self._task_row(db, task_id), record
 
-    def update_task_doc(
-        self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str
-    ) -> TaskRecord:
+    def adopt_task(self, task: AdoptedTask) -> TaskRecord:
+        now = iso(utcnow())
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM tasks WHERE id = ?", (task.id,)).fetchone():
+                raise TransitionConflictError(f"task {task.id} is already known", actual="known", expected="new")
+            clash = db.execute(
+                "SELECT id FROM tasks WHERE prefix = ? AND number = ?", (task.prefix, task.number)
+            ).fetchone()
+            if clash:
+                raise InvalidInputError(
+                    f"task file {task.file_path} ({task.id}) reuses number {task.number} of {clash[0]}",
+                    hint="give one of them a new number; launcher never hands a number out twice",
+                )
+            self._reserve(db, task.prefix, task.number)
+            status = TaskStatus(task.doc["status"])
+            db.execute(
+                """INSERT INTO tasks (id, prefix, number, slug, title, repo, repo_path, base_ref, image,
+                   command, status, queued, version, doc, created_at, updated_at, file_path, file_sha256, origin)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, 'HEAD', NULL, '[]', ?, 0, 1, ?, ?, ?, ?, ?, 'adopted')""",
+                (
+                    task.id,
+                    task.prefix,
+                    task.number,
+                    task.slug,
+                    task.title,
+                    task.repo,
+                    task.repo_path,
+                    status.value,
+                    json.dumps(task.doc),
+                    now,
+                    now,
+                    task.file_path,
+                    task.file_sha256,
+                ),
+            )
+            db.execute(
+                "INSERT INTO transitions (task_id, from_status, to_status, reason, actor, at) "
+                "VALUES (?, NULL, ?, ?, 'launcher', ?)",
+                (task.id, status.value, f"adopted from {task.file_path}", now),
+            )
+            return self._task_row(db, task.id)
+
+    def reserve_numbers(self, prefix: str, number: int) -> None:
+        with self._write() as db:
+            self._reserve(db, prefix, number)
+
+    @staticmethod
+    def _reserve(db: sqlite3.Connection, prefix: str, number: int) -> None:
+        db.execute(
+            "INSERT INTO id_counters (prefix, last_number) VALUES (?, ?) "
+            "ON CONFLICT (prefix) DO UPDATE SET last_number = MAX(last_number, excluded.last_number)",
+            (prefix, number),
+        )
+
+    def task_file_paths(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT file_path FROM tasks WHERE file_path IS NOT NULL")}
+
+    def record_file(self, task_id: str, path: str, sha256: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE tasks SET file_path = ?, file_sha256 = ? WHERE id = ?", (path, sha256, task_id))
+
+    def import_external_change(self, task_id: str, doc: dict[str, Any], sha256: str) -> TaskRecord:
+        with self._write() as db:
+            current = self._task_row(db, task_id)
+            status = TaskStatus(doc["status"])
+            now = iso(utcnow())
+            db.execute(
+                "UPDATE tasks SET doc = ?, status = ?, file_sha256 = ?, version = version + 1, updated_at = ? "
+                "WHERE id = ?",
+                (json.dumps(doc), status.value, sha256, now, task_id),
+            )
+            if status != current.status:
+                db.execute(
+                    "INSERT INTO transitions (task_id, from_status, to_status, reason, actor, at) "
+                    "VALUES (?, ?, ?, 'task file changed outside launcher', 'external', ?)",
+                    (task_id, current.status.value, status.value, now),
+                )
+            return self._task_row(db, task_id)
+
+    def update_task_doc(self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str) -> TaskRecord:
         with self._write() as db:
             current = self._task_row(db, task_id)
             if current.version != expected_version:
@@ -390,8 +472,7 @@ class SqliteCoordinator(Coordinator):
                 ),
             )
             db.execute(
-                "INSERT INTO run_events (run_id, from_state, to_state, at, detail) "
-                "VALUES (?, NULL, ?, ?, NULL)",
+                "INSERT INTO run_events (run_id, from_state, to_state, at, detail) VALUES (?, NULL, ?, ?, NULL)",
                 (run_id, RunState.CREATED.value, now),
             )
             return self._run_row(db, run_id)
@@ -408,9 +489,7 @@ class SqliteCoordinator(Coordinator):
             raise NotFoundError(f"no run {run_id!r}", hint="`launcher ps --all` shows the known runs")
         return _run_from_row(rows[0])
 
-    def list_runs(
-        self, *, states: Iterable[RunState] | None = None, task_id: str | None = None
-    ) -> list[RunRecord]:
+    def list_runs(self, *, states: Iterable[RunState] | None = None, task_id: str | None = None) -> list[RunRecord]:
         sql, params = "SELECT * FROM runs WHERE 1 = 1", []
         if states is not None:
             wanted = [s.value for s in states]
@@ -438,8 +517,7 @@ class SqliteCoordinator(Coordinator):
             allowed = set(expected) if expected is not None else None
             if allowed is not None and current.state not in allowed:
                 raise TransitionConflictError(
-                    f"run {run_id} is {current.state.value}, not "
-                    f"{' or '.join(sorted(s.value for s in allowed))}",
+                    f"run {run_id} is {current.state.value}, not {' or '.join(sorted(s.value for s in allowed))}",
                     actual=current.state.value,
                     expected="|".join(sorted(s.value for s in allowed)),
                 )
@@ -453,8 +531,7 @@ class SqliteCoordinator(Coordinator):
             db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*columns.values(), run_id))  # noqa: S608
             if state is not None and state != current.state:
                 db.execute(
-                    "INSERT INTO run_events (run_id, from_state, to_state, at, detail) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO run_events (run_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)",
                     (run_id, current.state.value, state.value, now, detail),
                 )
             return self._run_row(db, run_id)
@@ -508,6 +585,9 @@ def _task_from_row(row: sqlite3.Row) -> TaskRecord:
         doc=json.loads(row["doc"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        file_path=row["file_path"],
+        file_sha256=row["file_sha256"],
+        origin=row["origin"],
     )
 
 

@@ -1,0 +1,164 @@
+"""Taking an existing case harness's task files into the coordinator without changing them.
+
+Task files found that launcher has never seen are adopted as they are; their numbers are
+reserved so new IDs continue after the highest one per prefix. A known file whose bytes
+differ from what launcher last wrote was edited by hand: it is imported as the new truth
+(its status change noted in the history as made outside launcher), never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from launcher.core.ports import Coordinator, TaskFilesPort
+from launcher.core.slugs import TASK_ID_RE
+from launcher.core.transitions import TaskStatus
+from launcher.errors import LauncherError, NotFoundError, TransitionConflictError
+from launcher.models import AdoptedTask
+
+
+class FoundFile(BaseModel):
+    path: str
+    sha256: str
+    data: bytes = Field(exclude=True)
+
+
+class Problem(BaseModel):
+    path: str
+    error: str
+
+
+class AdoptionReport(BaseModel):
+    adopted: list[str] = Field(default_factory=list)
+    changed_outside: list[str] = Field(default_factory=list)
+    invalid: list[Problem] = Field(default_factory=list)
+    legacy_md: list[str] = Field(default_factory=list, description=".md tasks with no .task.json")
+
+
+def parse_id(task_id: str) -> tuple[str, int, str] | None:
+    match = TASK_ID_RE.match(task_id)
+    if not match:
+        return None
+    return match["prefix"], int(match["number"]), match["slug"] or ""
+
+
+class Adopter:
+    def __init__(
+        self,
+        store: Coordinator,
+        files: TaskFilesPort,
+        repo_path_of: Callable[[str], str | None],
+        read_md_title: Callable[[Path], str | None],
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.repo_path_of = repo_path_of
+        self.read_md_title = read_md_title
+
+    def reconcile(
+        self,
+        found: list[FoundFile],
+        legacy_md: list[Path],
+        *,
+        full: bool,
+        known_paths: frozenset[str] = frozenset(),
+    ) -> AdoptionReport:
+        report = AdoptionReport()
+        known = {t.file_path: t for t in self.store.list_tasks() if t.file_path} if full else {}
+        for item in found:
+            task = known.get(item.path)
+            if task is None:
+                if full or item.path not in known_paths:
+                    self._adopt(item, report)
+            elif task.file_sha256 and task.file_sha256 != item.sha256:
+                self._import_change(task.id, item, report)
+        for md in legacy_md:
+            parsed = parse_id(md.name.removesuffix(".md"))
+            if parsed:
+                self.store.reserve_numbers(parsed[0], parsed[1])
+            report.legacy_md.append(str(md))
+        return report
+
+    def _parse(self, item: FoundFile, report: AdoptionReport) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(item.data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            report.invalid.append(Problem(path=item.path, error=f"not valid JSON: {exc}"))
+            return None
+        if not isinstance(doc, dict):
+            report.invalid.append(Problem(path=item.path, error="not a JSON object"))
+            return None
+        try:
+            TaskStatus(str(doc.get("status")))
+        except ValueError:
+            report.invalid.append(Problem(path=item.path, error=f"unknown status {doc.get('status')!r}"))
+            return None
+        return doc
+
+    def _adopt(self, item: FoundFile, report: AdoptionReport) -> None:
+        doc = self._parse(item, report)
+        if doc is None:
+            return
+        stem = Path(item.path).name.removesuffix(".task.json")
+        task_id = doc.get("id") if isinstance(doc.get("id"), str) else stem
+        parsed = parse_id(str(task_id))
+        if parsed is None:
+            report.invalid.append(Problem(path=item.path, error=f"id {task_id!r} is not <repo>-<N>-<slug>"))
+            return
+        prefix, number, slug = parsed
+        repo = doc.get("repo") if isinstance(doc.get("repo"), str) else prefix
+        md = Path(item.path).with_name(f"{stem}.md")
+        title = self.read_md_title(md) or slug or str(task_id)
+        try:
+            self.store.adopt_task(
+                AdoptedTask(
+                    id=str(task_id),
+                    prefix=prefix,
+                    number=number,
+                    slug=slug or stem,
+                    title=title,
+                    repo=str(repo),
+                    repo_path=self.repo_path_of(str(repo)),
+                    doc=doc,
+                    file_path=item.path,
+                    file_sha256=item.sha256,
+                )
+            )
+        except TransitionConflictError:
+            return  # another launcher process adopted it a moment ago
+        except LauncherError as exc:
+            report.invalid.append(Problem(path=item.path, error=exc.message))
+            return
+        report.adopted.append(str(task_id))
+
+    def _import_change(self, task_id: str, item: FoundFile, report: AdoptionReport) -> None:
+        # Under the task's lock: a launcher writer holds it from writing the file to recording
+        # its hash, so a mismatch seen here is a real hand edit, not a write in progress.
+        with self.files.locked(task_id):
+            try:
+                task = self.store.get_task(task_id)
+            except NotFoundError:
+                return
+            path = Path(item.path)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return
+            from hashlib import sha256
+
+            digest = sha256(data).hexdigest()
+            if digest == task.file_sha256:
+                return
+            doc = self._parse(FoundFile(path=item.path, sha256=digest, data=data), report)
+            if doc is None:
+                return
+            if doc.get("id", task_id) != task_id:
+                report.invalid.append(Problem(path=item.path, error=f"its id changed to {doc.get('id')!r}"))
+                return
+            self.store.import_external_change(task_id, doc, digest)
+            report.changed_outside.append(task_id)
