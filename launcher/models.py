@@ -58,6 +58,10 @@ class TaskRecord(_Frozen):
     file_path: str | None = Field(default=None, description="where the task's .task.json lives")
     file_sha256: str | None = Field(default=None, description="hash of the file as launcher last wrote or read it")
     origin: str = Field(default="launcher", description="launcher, or adopted from an existing harness")
+    queued_at: datetime | None = None
+    lease_owner: str | None = Field(default=None, description="the batch worker that claimed the task")
+    lease_expires: float | None = Field(default=None, description="unix time on the coordinator's clock")
+    claims: int = 0
 
 
 class AdoptedTask(_Frozen):

@@ -80,6 +80,22 @@ class Coordinator(ABC):
     def history(self, task_id: str) -> list[TransitionRecord]: ...
 
     @abstractmethod
+    def enqueue(self, task_ids: Iterable[str]) -> list[TaskRecord]:
+        """Queue tasks for batch workers (again, if they ran before); clears any lease."""
+
+    @abstractmethod
+    def claim_next(self, owner: str, lease_seconds: float) -> TaskRecord | None:
+        """Atomically take the oldest queued task whose lease is free or expired."""
+
+    @abstractmethod
+    def renew_lease(self, task_id: str, owner: str, lease_seconds: float) -> bool:
+        """Extend ``owner``'s lease; False when the lease was lost to someone else."""
+
+    @abstractmethod
+    def release_claim(self, task_id: str, owner: str, *, done: bool) -> bool:
+        """Give the lease back; with ``done`` the task also leaves the queue."""
+
+    @abstractmethod
     def create_run(self, new: NewRun) -> RunRecord:
         """Allocate the run ID and attempt number for a task, in one transaction."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,6 +112,16 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tasks ADD COLUMN file_path TEXT",
         "ALTER TABLE tasks ADD COLUMN file_sha256 TEXT",
         "ALTER TABLE tasks ADD COLUMN origin TEXT NOT NULL DEFAULT 'launcher'",
+    ],
+    [
+        # v3: the queue. A claim is a lease (owner + expiry on the coordinator's clock), renewed
+        # while the run lives; an expired lease may be claimed again by another batch.
+        "ALTER TABLE tasks ADD COLUMN queued_at TEXT",
+        "ALTER TABLE tasks ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE tasks ADD COLUMN lease_expires REAL",
+        "ALTER TABLE tasks ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
+        "UPDATE tasks SET queued_at = created_at WHERE queued = 1",
+        "CREATE INDEX tasks_queue ON tasks (queued, queued_at)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -235,8 +246,8 @@ class SqliteCoordinator(Coordinator):
             doc["status"] = status.value
             db.execute(
                 """INSERT INTO tasks (id, prefix, number, slug, title, repo, repo_path, base_ref, image,
-                   command, status, queued, version, doc, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)""",
+                   command, status, queued, version, doc, created_at, updated_at, queued_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)""",
                 (
                     task_id,
                     new.prefix,
@@ -253,6 +264,7 @@ class SqliteCoordinator(Coordinator):
                     json.dumps(doc),
                     now,
                     now,
+                    now if new.queued else None,
                 ),
             )
             db.execute(
@@ -424,6 +436,55 @@ class SqliteCoordinator(Coordinator):
             )
             return self._task_row(db, task_id)
 
+    # -- the queue -----------------------------------------------------------------------
+
+    def enqueue(self, task_ids: Iterable[str]) -> list[TaskRecord]:
+        now = iso(utcnow())
+        with self._write() as db:
+            queued = []
+            for task_id in task_ids:
+                self._task_row(db, task_id)
+                db.execute(
+                    "UPDATE tasks SET queued = 1, queued_at = ?, lease_owner = NULL, lease_expires = NULL, "
+                    "updated_at = ? WHERE id = ?",
+                    (now, now, task_id),
+                )
+                queued.append(self._task_row(db, task_id))
+            return queued
+
+    def claim_next(self, owner: str, lease_seconds: float) -> TaskRecord | None:
+        with self._write() as db:
+            now = time.time()
+            row = db.execute(
+                "SELECT id FROM tasks WHERE queued = 1 AND (lease_owner IS NULL OR lease_expires < ?) "
+                "ORDER BY queued_at, prefix, number LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE tasks SET lease_owner = ?, lease_expires = ?, claims = claims + 1 WHERE id = ?",
+                (owner, now + lease_seconds, row[0]),
+            )
+            return self._task_row(db, row[0])
+
+    def renew_lease(self, task_id: str, owner: str, lease_seconds: float) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
+                (time.time() + lease_seconds, task_id, owner),
+            )
+            return cursor.rowcount == 1
+
+    def release_claim(self, task_id: str, owner: str, *, done: bool) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL, "
+                "queued = CASE WHEN ? THEN 0 ELSE queued END, updated_at = ? WHERE id = ? AND lease_owner = ?",
+                (int(done), iso(utcnow()), task_id, owner),
+            )
+            return cursor.rowcount == 1
+
     def history(self, task_id: str) -> list[TransitionRecord]:
         self.get_task(task_id)
         rows = self._read("SELECT * FROM transitions WHERE task_id = ? ORDER BY seq", (task_id,))
@@ -588,6 +649,10 @@ def _task_from_row(row: sqlite3.Row) -> TaskRecord:
         file_path=row["file_path"],
         file_sha256=row["file_sha256"],
         origin=row["origin"],
+        queued_at=row["queued_at"],
+        lease_owner=row["lease_owner"],
+        lease_expires=row["lease_expires"],
+        claims=row["claims"],
     )
 
 
