@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from launcher.adapters.faults import fault_point
 from launcher.adapters.locks import file_lock
 from launcher.errors import GitError, GitLockContentionError, InvalidInputError
 
@@ -146,6 +147,7 @@ class Repository:
         )
         for attempt in retrying:
             with attempt, self.locked():
+                fault_point(f"git.{args[0]}")
                 return self.git(*args)
         raise AssertionError("unreachable")  # pragma: no cover
 

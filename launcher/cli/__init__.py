@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from launcher.cli import image_cmd, init_cmd, paths_cmd, run_cmd, task_cmd
+from launcher.cli import batch_cmd, image_cmd, init_cmd, paths_cmd, run_cmd, task_cmd
 from launcher.cli.app_context import Application
 from launcher.errors import ExitCode, LauncherError
 
@@ -49,6 +49,7 @@ task_cmd.register(app)
 paths_cmd.register(app)
 image_cmd.register(app)
 run_cmd.register(app)
+batch_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

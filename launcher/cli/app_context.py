@@ -77,17 +77,24 @@ class Application:
 
     @cached_property
     def runs(self) -> RunService:
+        return self.make_run_service(self.store)
+
+    def make_run_service(self, store: Coordinator) -> RunService:
+        """A run service on ``store``; batch workers each pass a connection of their own."""
         from launcher.adapters.docker import entry_script
         from launcher.adapters.docker.sandbox import DockerSandbox
+        from launcher.adapters.faults import fault_point
         from launcher.adapters.git import Repository
+        from launcher.adapters.taskfiles import TaskFiles, schema_validator
         from launcher.adapters.workspace import LocalWorkspace
         from launcher.core.runs import RunEnvironment, RunService
 
         layout = self.layout
+        files = TaskFiles(layout.tasks_dir, layout.locks_dir, store, schema_validator(layout.tasks_dir))
         return RunService(
             RunEnvironment(
-                store=self.store,
-                files=self.task_files,
+                store=store,
+                files=files,
                 sandbox=DockerSandbox(),
                 workspace=LocalWorkspace(),
                 open_repo=lambda path: Repository.open(path, lock_dir=layout.locks_dir),
@@ -99,6 +106,7 @@ class Application:
                 entry_script=entry_script(),
                 actor=self.actor,
                 projects_view=self.projects.run_view,
+                checkpoint=fault_point,
             )
         )
 

@@ -98,6 +98,9 @@ class RunEnvironment:
     entry_script: Path
     actor: str = "launcher"
     projects_view: Callable[[str, str], bytes | None] | None = None
+    # Called before and after every step ("before:workspace", "after:start", …); tests
+    # inject faults or kill the process there. Inert in normal use.
+    checkpoint: Callable[[str], None] = lambda _step: None
 
 
 def resolve_secrets(names: list[str], environ: dict[str, str]) -> dict[str, str]:
@@ -184,10 +187,12 @@ class RunService:
         )
 
     def create(self, plan: RunPlan, owner: RunOwner) -> RunRecord:
+        self.env.checkpoint("before:claim")
         run = self.env.store.create_run(
             NewRun(task_id=plan.task.id, image=plan.image, owner=owner, worktrees_dir=str(self.env.worktrees_dir))
         )
         uid = self._uid(run.seq)
+        self.env.checkpoint("after:claim")
         return self.env.store.update_run(
             run.id,
             uid=uid[0],
@@ -224,30 +229,49 @@ class RunService:
         ending: Ending = "failed"
         exit_code: int | None = None
         error: str | None = None
+        infrastructure = False
+        step = self.env.checkpoint
         try:
             run = store.update_run(run.id, expected=[RunState.CREATED], state=RunState.PREPARING)
             self._prepare(plan, run, paths, uid, gid)
+            step("before:create")
             container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid))
             run = store.update_run(run.id, container_id=container_id)
+            step("after:create")
             self.env.sandbox.start(container_id)
             run = store.update_run(run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow())
+            step("after:start")
             ending, exit_code = self._supervise(run, container_id, plan, paths, echo)
+            step("after:wait")
         except KeyboardInterrupt:
             ending, error = "cancelled", "interrupted (Ctrl-C)"
             if container_id:
                 self.env.sandbox.kill(container_id)
         except LauncherError as exc:
             ending, error = "failed", str(exc)
+            infrastructure = _is_infrastructure(exc)
             if container_id:
                 self.env.sandbox.kill(container_id)
-        return self.settle(plan.repo, run, paths, ending, exit_code, error, keep=plan.keep_worktree, image=plan.image)
+        return self.settle(
+            plan.repo,
+            run,
+            paths,
+            ending,
+            exit_code,
+            error,
+            keep=plan.keep_worktree,
+            image=plan.image,
+            infrastructure=infrastructure,
+        )
 
     def _prepare(self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int) -> None:
-        ws, task = self.env.workspace, plan.task
+        ws, task, step = self.env.workspace, plan.task, self.env.checkpoint
         owner_uid, owner_gid = plan.repo.owner_ids
         ws.prepare_record(paths)
+        step("before:workspace")
         ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
         plan.repo.add_worktree(paths.worktree, run.branch, plan.base_sha)
+        step("after:workspace")
         paths.sandbox.mkdir(parents=True)
         ws.write_private_git_dir(
             paths,
@@ -264,8 +288,10 @@ class RunService:
         task_json = self.env.files.json_path(task).read_bytes()
         md_path = self.env.files.md_path(task)
         task_md = md_path.read_bytes() if md_path.exists() else None
+        step("before:scope")
         ws.write_tasks_view(paths, task.id, task_json, task_md, self.env.tasks_dir)
         ws.write_case_scope(paths.worktree, task.id, task_json)
+        step("after:scope")
         self.env.store.update_run(run.id, details={"task_snapshot": task.doc, "task_version": task.version})
         for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
             ws.chown_tree(top, uid, gid)
@@ -395,6 +421,7 @@ class RunService:
         *,
         keep: bool,
         image: str | None,
+        infrastructure: bool = False,
     ) -> RunRecord:
         """Harvest what the run made, remove its container and folders, record the end state.
 
@@ -402,7 +429,8 @@ class RunService:
         leave a container or a worktree behind.
         """
         problems: list[str] = [error] if error else []
-        details: dict[str, Any] = {}
+        details: dict[str, Any] = {"infrastructure_failure": infrastructure}
+        step = self.env.checkpoint
         sandbox = self.env.sandbox
         current = self.env.store.get_run(run.id)
         if current.container_id:
@@ -411,21 +439,25 @@ class RunService:
                 sandbox.remove(current.container_id)
             except LauncherError as exc:
                 problems.append(f"container cleanup: {exc}")
+        step("before:harvest")
         if repo is not None and paths.git_dir.exists():
             try:
                 details["harvest"] = self._harvest(repo, current, paths, ending, image)
             except LauncherError as exc:
                 problems.append(f"harvest: {exc}")
                 details["harvest"] = {"error": str(exc)}
+        step("before:transition")
         try:
             details["task_changes"] = self._apply_task_changes(current, paths)
         except LauncherError as exc:
             problems.append(f"task changes: {exc}")
         details["agent_result"] = self._agent_result(paths)
+        step("before:cleanup")
         try:
             self._clean_folders(repo, current, paths, keep)
         except (LauncherError, OSError) as exc:
             problems.append(f"cleanup: {exc}")
+        step("after:cleanup")
         if problems:
             details["errors"] = problems
         state = RunState(ending)
@@ -635,6 +667,19 @@ class LogPump(threading.Thread):
         log.flush()
         if self.echo is not None:
             self.echo(data)
+
+
+def _is_infrastructure(exc: LauncherError) -> bool:
+    """Failures of the machinery, not of the agent: worth another attempt in a batch."""
+    from launcher.errors import DockerError, GitLockContentionError, LockTimeoutError, StateStoreError
+
+    if isinstance(exc, DockerError):
+        return exc.code != "image-not-found"
+    return isinstance(exc, GitLockContentionError | LockTimeoutError | StateStoreError)
+
+
+def is_infrastructure_error(exc: LauncherError) -> bool:
+    return _is_infrastructure(exc)
 
 
 def root_tag(root: Path) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from launcher.adapters.docker.client import docker_client
+from launcher.adapters.faults import fault_point
 from launcher.core.ports import ContainerInfo, SandboxSpec
 from launcher.errors import DockerError, ImageNotFoundError
 
@@ -42,6 +43,7 @@ class DockerSandbox:
         from docker.errors import APIError
         from docker.types import Mount
 
+        fault_point("sandbox.create")
         mounts = []
         for m in spec.mounts:
             if m.kind == "tmpfs":
@@ -89,6 +91,7 @@ class DockerSandbox:
     def start(self, container_id: str) -> None:
         from docker.errors import APIError
 
+        fault_point("sandbox.start")
         try:
             self.client.containers.get(container_id).start()
         except APIError as exc:

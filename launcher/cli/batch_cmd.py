@@ -1,0 +1,139 @@
+"""`launcher queue`, `launcher batch`, `launcher matrix`: unattended runs and CI matrices."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import typer
+
+from launcher.cli.app_context import Application, app_of, emit_json
+from launcher.errors import ExitCode
+
+if TYPE_CHECKING:
+    from launcher.core.batch import BatchEvent
+    from launcher.core.ports import Coordinator
+    from launcher.core.runs import RunService
+
+
+def register(app: typer.Typer) -> None:
+    app.command("queue")(queue)
+    app.command("batch")(batch)
+    app.command("matrix")(matrix)
+
+
+def queue(
+    ctx: typer.Context,
+    task_ids: list[str] = typer.Argument(..., help="Tasks to queue (full IDs or <repo>-<N>)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the queued tasks as JSON."),
+) -> None:
+    """Queue tasks for `launcher batch` (again, if they ran before)."""
+    app_ = app_of(ctx)
+    ids = [app_.tasks.get(ref).id for ref in task_ids]
+    queued = app_.store.enqueue(ids)
+    if as_json:
+        emit_json([{"id": t.id, "queued": t.queued, "queued_at": t.queued_at} for t in queued])
+    else:
+        for task in queued:
+            typer.echo(f"queued {task.id}")
+
+
+def batch(
+    ctx: typer.Context,
+    parallel: int = typer.Option(1, "--parallel", "-j", min=1, max=64, help="Runs at once."),
+    retries: int = typer.Option(2, "--retries", min=0, max=20, help="Extra attempts after infrastructure failures."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds per run (default: launcher.toml's)."),
+    until_empty: bool = typer.Option(
+        True, "--until-empty/--watch", help="Stop when the queue is empty, or keep watching it."
+    ),
+    lease: float = typer.Option(60.0, "--lease", min=0.5, help="Seconds a claim lasts without renewal."),
+    poll: float = typer.Option(2.0, "--poll", min=0.05, help="Seconds between looks at an empty queue."),
+    as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines and the summary as JSON."),
+) -> None:
+    """Claim queued tasks and run each as an isolated run, until the queue is empty (or forever with --watch).
+
+    Several batches (on one machine or many, sharing a coordinator) never run the same task twice.
+    Only infrastructure failures are retried; an agent's non-zero exit is its result.
+    Exit status: 0 when every task's run exited 0, 10 when any run did not, 1 on batch errors.
+    """
+    from launcher.adapters.procinfo import current_owner, owner_alive
+    from launcher.core.batch import Batch, BatchOptions
+
+    app_ = app_of(ctx)
+    options = BatchOptions(
+        parallel=parallel,
+        retries=retries,
+        timeout=timeout,
+        watch=not until_empty,
+        lease_seconds=lease,
+        poll_seconds=poll,
+    )
+    app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
+    runner = Batch(
+        lambda: _worker(app_),
+        current_owner(),
+        options,
+        owner_alive,
+        _printer(as_json),
+    )
+    summary = runner.run()
+    if as_json:
+        emit_json(summary.model_dump(mode="json"))
+    else:
+        typer.echo(
+            f"batch: {summary.claimed} claimed, {summary.runs} runs, {summary.retried} retried; "
+            + ", ".join(f"{state} {count}" for state, count in summary.by_state.items()),
+            err=True,
+        )
+        for error in summary.errors:
+            typer.echo(f"batch: error: {error}", err=True)
+    if summary.errors:
+        raise typer.Exit(ExitCode.FAILURE)
+    if any(t.final_state != "exited" for t in summary.tasks):
+        raise typer.Exit(ExitCode.RUN_FAILED)
+
+
+def _worker(app_: Application) -> tuple[Coordinator, RunService]:
+    """A coordinator connection and run service of its own for each worker thread."""
+    from launcher.adapters.store import open_coordinator
+
+    store = open_coordinator(app_.layout.state_url(app_.state_url_option))
+    return store, app_.make_run_service(store)
+
+
+def _printer(as_json: bool) -> Callable[[BatchEvent], None]:
+    def emit(event: BatchEvent) -> None:
+        if as_json:
+            print(json.dumps({"event": event.model_dump(mode="json")}), file=sys.stderr, flush=True)
+            return
+        run = f" {event.run_id}" if event.run_id else ""
+        state = f" {event.state}" if event.state else ""
+        detail = f" ({event.detail})" if event.detail else ""
+        stamp = datetime.now().strftime("%H:%M:%S")
+        print(
+            f"{stamp} [w{event.worker}] {event.kind:8} {event.task_id}{run}{state}{detail}", file=sys.stderr, flush=True
+        )
+
+    return emit
+
+
+def matrix(
+    ctx: typer.Context,
+    status: str = typer.Option("queued", "--status", help="`queued` (default), or a task status such as active."),
+    fmt: str = typer.Option("github", "--format", help='github: one-line {"include": […]}; json: pretty list.'),
+) -> None:
+    """Print tasks as a CI matrix: one job per task, each running `launcher run TASK`."""
+    from launcher.errors import InvalidInputError
+
+    app_ = app_of(ctx)
+    tasks = [t for t in app_.store.list_tasks() if t.queued] if status == "queued" else app_.tasks.list_tasks(status)
+    include = [{"task": t.id, "slug": t.slug} for t in tasks]
+    if fmt == "github":
+        typer.echo(json.dumps({"include": include}, separators=(",", ":")))
+    elif fmt == "json":
+        emit_json({"include": include})
+    else:
+        raise InvalidInputError(f"--format {fmt!r}: choose github or json")

@@ -1,0 +1,295 @@
+"""Unattended batches: claim queued tasks, run each as an isolated run, never twice.
+
+Each worker thread has its own coordinator connection and run service. A claim is a lease
+renewed by a heartbeat while the run lives; a batch that dies stops renewing, its leases
+expire, and another batch (or a restart) reclaims the tasks, settles the runs left behind
+as lost, and does not rerun a task whose run already finished.
+
+Only infrastructure failures are retried (Docker API errors, git lock contention, a
+coordinator that stayed locked), with backoff; an agent's non-zero exit is a result.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from launcher.core.ports import Coordinator
+from launcher.core.runs import RunRequest, RunService, is_infrastructure_error
+from launcher.core.transitions import LIVE_RUN_STATES, RunState
+from launcher.errors import LauncherError
+from launcher.models import RunOwner, RunRecord, TaskRecord
+
+FINISHED = frozenset({RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED})
+
+
+class BatchOptions(BaseModel):
+    parallel: int = Field(default=1, ge=1, le=64)
+    retries: int = Field(default=2, ge=0, le=20, description="extra attempts after an infrastructure failure")
+    timeout: float | None = Field(default=None, gt=0)
+    watch: bool = False
+    lease_seconds: float = Field(default=60.0, gt=0)
+    poll_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff: float = Field(default=1.0, ge=0)
+
+
+class BatchEvent(BaseModel):
+    kind: Literal["claimed", "started", "finished", "retry", "skipped", "settled", "error", "lease-lost"]
+    task_id: str
+    run_id: str | None = None
+    state: str | None = None
+    detail: str | None = None
+    worker: int
+
+
+class TaskOutcome(BaseModel):
+    task_id: str
+    runs: list[str] = Field(default_factory=list)
+    final_state: str | None = None
+    exit_code: int | None = None
+    skipped: str | None = None
+
+
+class BatchSummary(BaseModel):
+    claimed: int = 0
+    runs: int = 0
+    retried: int = 0
+    by_state: dict[str, int] = Field(default_factory=dict)
+    tasks: list[TaskOutcome] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
+class InfrastructureFailure(Exception):
+    def __init__(self, run: RunRecord | None, message: str) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+class Batch:
+    def __init__(
+        self,
+        make_worker: Callable[[], tuple[Coordinator, RunService]],
+        owner: RunOwner,
+        options: BatchOptions,
+        owner_alive: Callable[[RunOwner | None], bool | None],
+        on_event: Callable[[BatchEvent], None],
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.make_worker = make_worker
+        self.owner = owner
+        self.options = options
+        self.owner_alive = owner_alive
+        self.on_event = on_event
+        self.environ = dict(os.environ if environ is None else environ)
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._summary = BatchSummary()
+        self._leases: dict[str, str] = {}
+        self._lease_id = f"{socket.gethostname()}:{owner.pid}:{owner.start_ticks}"
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> BatchSummary:
+        heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
+        heartbeat.start()
+        workers = [
+            threading.Thread(target=self._worker, args=(i,), name=f"batch-worker-{i}", daemon=True)
+            for i in range(self.options.parallel)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(timeout=0.5)
+        except KeyboardInterrupt:
+            self.stopping.set()
+            raise
+        finally:
+            self.stopping.set()
+            heartbeat.join(timeout=5)
+        return self._summary
+
+    def _worker(self, index: int) -> None:
+        try:
+            store, service = self.make_worker()
+        except LauncherError as exc:
+            self._error(f"worker {index} could not start: {exc}")
+            return
+        lease_owner = f"{self._lease_id}:{index}"
+        try:
+            while not self.stopping.is_set():
+                task = store.claim_next(lease_owner, self.options.lease_seconds)
+                if task is None:
+                    if not self.options.watch and not self._others_hold_queued(store):
+                        return
+                    self.stopping.wait(self.options.poll_seconds)
+                    continue
+                with self._lock:
+                    self._leases[task.id] = lease_owner
+                    self._summary.claimed += 1
+                self._emit("claimed", task.id, index, detail=f"claim #{task.claims}")
+                try:
+                    self._process(store, service, task, index, lease_owner)
+                except LauncherError as exc:
+                    self._error(f"{task.id}: {exc}")
+                    self._emit("error", task.id, index, detail=str(exc))
+                    store.release_claim(task.id, lease_owner, done=False)
+                finally:
+                    with self._lock:
+                        self._leases.pop(task.id, None)
+        finally:
+            store.close()
+
+    def _others_hold_queued(self, store: Coordinator) -> bool:
+        """Queued tasks leased by someone else: wait, they either finish or their lease expires."""
+        return any(t.queued for t in store.list_tasks())
+
+    def _process(self, store: Coordinator, service: RunService, task: TaskRecord, index: int, lease_owner: str) -> None:
+        self._settle_leftovers(store, service, task, index)
+        outcome = TaskOutcome(task_id=task.id)
+        finished = [
+            r
+            for r in store.list_runs(task_id=task.id)
+            if r.state in FINISHED and (task.queued_at is None or r.created_at >= task.queued_at)
+        ]
+        if finished:
+            last = finished[-1]
+            outcome.skipped = f"run {last.id} already finished ({last.state.value})"
+            outcome.final_state, outcome.exit_code = last.state.value, last.exit_code
+            store.release_claim(task.id, lease_owner, done=True)
+            self._emit("skipped", task.id, index, run_id=last.id, state=last.state.value, detail=outcome.skipped)
+            self._record(outcome)
+            return
+        record = self._run_with_retries(service, task, index, outcome)
+        outcome.final_state, outcome.exit_code = record.state.value, record.exit_code
+        store.release_claim(task.id, lease_owner, done=True)
+        self._record(outcome)
+
+    def _run_with_retries(self, service: RunService, task: TaskRecord, index: int, outcome: TaskOutcome) -> RunRecord:
+        retrying = Retrying(
+            retry=retry_if_exception_type(InfrastructureFailure),
+            stop=stop_after_attempt(self.options.retries + 1),
+            wait=wait_exponential(multiplier=self.options.retry_backoff, max=30),
+            before_sleep=lambda state: self._retry_event(task.id, index, state.outcome),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._attempt(service, task, index, outcome)
+        except InfrastructureFailure as exc:
+            if exc.run is not None:
+                return exc.run
+            raise LauncherError(str(exc)) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, service: RunService, task: TaskRecord, index: int, outcome: TaskOutcome) -> RunRecord:
+        request = RunRequest(task=task.id, timeout=self.options.timeout)
+        try:
+            plan = service.plan(request, self.environ)
+        except LauncherError as exc:
+            if is_infrastructure_error(exc):
+                raise InfrastructureFailure(None, str(exc)) from exc
+            raise
+        run = service.create(plan, self.owner)
+        outcome.runs.append(run.id)
+        with self._lock:
+            self._summary.runs += 1
+        self._emit("started", task.id, index, run_id=run.id, detail=run.branch)
+        run = service.execute(plan, run, echo=None)
+        self._emit("finished", task.id, index, run_id=run.id, state=run.state.value, detail=_exit_text(run))
+        if run.details.get("infrastructure_failure"):
+            raise InfrastructureFailure(run, "; ".join(run.details.get("errors") or ["infrastructure failure"]))
+        return run
+
+    def _retry_event(self, task_id: str, index: int, outcome: object) -> None:
+        with self._lock:
+            self._summary.retried += 1
+        self._emit("retry", task_id, index, detail=str(getattr(outcome, "exception", lambda: "")()))
+
+    def _settle_leftovers(self, store: Coordinator, service: RunService, task: TaskRecord, index: int) -> None:
+        """Live runs of a task we now hold the lease of belong to a batch that died."""
+        for run in store.list_runs(task_id=task.id, states=LIVE_RUN_STATES):
+            if self.owner_alive(run.owner) is True and run.owner != self.owner:
+                continue
+            repo = None
+            repo_path = run.details.get("repo")
+            if isinstance(repo_path, str):
+                try:
+                    repo = service.env.open_repo(repo_path)
+                except LauncherError:
+                    repo = None
+            settled = service.settle(
+                repo,
+                run,
+                service.paths(run),
+                "lost",
+                None,
+                "the batch that ran it died; its lease expired",
+                keep=bool(run.details.get("keep_worktree")),
+                image=run.image,
+            )
+            self._emit("settled", task.id, index, run_id=run.id, state=settled.state.value)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        try:
+            store, _ = self.make_worker()
+        except LauncherError as exc:
+            self._error(f"lease heartbeat could not start: {exc}")
+            return
+        interval = max(self.options.lease_seconds / 3, 0.05)
+        try:
+            while not self.stopping.wait(interval):
+                with self._lock:
+                    leases = dict(self._leases)
+                for task_id, lease_owner in leases.items():
+                    try:
+                        if not store.renew_lease(task_id, lease_owner, self.options.lease_seconds):
+                            self._emit("lease-lost", task_id, -1, detail="another batch took the task over")
+                    except LauncherError as exc:
+                        self._error(f"renewing the lease of {task_id}: {exc}")
+        finally:
+            store.close()
+
+    def _record(self, outcome: TaskOutcome) -> None:
+        with self._lock:
+            self._summary.tasks.append(outcome)
+            counts = Counter(t.final_state for t in self._summary.tasks if t.final_state)
+            self._summary.by_state = dict(sorted(counts.items()))
+
+    def _error(self, message: str) -> None:
+        with self._lock:
+            self._summary.errors.append(message)
+
+    def _emit(
+        self,
+        kind: str,
+        task_id: str,
+        worker: int,
+        *,
+        run_id: str | None = None,
+        state: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.on_event(
+            BatchEvent(kind=kind, task_id=task_id, run_id=run_id, state=state, detail=detail, worker=worker)  # type: ignore[arg-type]
+        )
+
+
+def _exit_text(run: RunRecord) -> str:
+    return f"exit {run.exit_code}" if run.exit_code is not None else (run.details.get("errors") or [""])[0][:200]
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%S")
