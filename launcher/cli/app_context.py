@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from launcher.core.ports import Coordinator
     from launcher.core.runs import RunService
     from launcher.core.tasks import RepoRef, TaskService
+    from launcher.models import TaskRecord
     from launcher.settings import LauncherConfig, Layout
 
 
@@ -81,7 +82,7 @@ class Application:
 
     def make_run_service(self, store: Coordinator) -> RunService:
         """A run service on ``store``; batch workers each pass a connection of their own."""
-        from launcher.adapters.docker import entry_script
+        from launcher.adapters.docker import install_entry_script
         from launcher.adapters.docker.sandbox import DockerSandbox
         from launcher.adapters.faults import fault_point
         from launcher.adapters.git import Repository
@@ -103,10 +104,11 @@ class Application:
                 worktrees_dir=layout.worktrees_dir,
                 tasks_dir=layout.tasks_dir,
                 defaults=self.config.run,
-                entry_script=entry_script(),
+                entry_script=install_entry_script(layout.state_dir),
                 actor=self.actor,
                 projects_view=self.projects.run_view,
                 checkpoint=fault_point,
+                locate_repo=self.locate_repo,
             )
         )
 
@@ -132,6 +134,12 @@ class Application:
 
         adopter = Adopter(self.store, self.task_files, repo_path_of, harness.read_md_title)
         return adopter.reconcile(found, legacy, full=full, known_paths=known)
+
+    def locate_repo(self, task: TaskRecord) -> str | None:
+        projects = self.projects
+        if task.repo in projects.names:
+            return str(projects.path_of(task.repo))
+        return task.repo_path
 
     def resolve_repo(self, value: str) -> RepoRef:
         """--repo: a name from projects.json, or a path (named after its projects.json entry if any)."""

@@ -101,6 +101,10 @@ class RunEnvironment:
     # Called before and after every step ("before:workspace", "after:start", …); tests
     # inject faults or kill the process there. Inert in normal use.
     checkpoint: Callable[[str], None] = lambda _step: None
+    # Where a task's repository is on this machine: projects.json (relative to this root)
+    # wins over the absolute path recorded at creation, so a harness checked out elsewhere
+    # (a CI runner, a build box) still finds its repositories.
+    locate_repo: Callable[[TaskRecord], str | None] = lambda task: task.repo_path
 
 
 def resolve_secrets(names: list[str], environ: dict[str, str]) -> dict[str, str]:
@@ -163,9 +167,13 @@ class RunService:
             )
         image = request.image or task.image or d.image
         self.env.sandbox.image_id(image)
-        if not task.repo_path:
-            raise InvalidInputError(f"task {task.id} names no repository path")
-        repo = self.env.open_repo(task.repo_path)
+        repo_path = self.env.locate_repo(task)
+        if not repo_path:
+            raise InvalidInputError(
+                f"task {task.id} names no repository on this machine",
+                hint=f"add {task.repo!r} to projects.json, or create the task with --repo PATH",
+            )
+        repo = self.env.open_repo(repo_path)
         if (repo.objects_dir / "info" / "alternates").exists():
             raise InvalidInputError(
                 f"{repo.toplevel} borrows objects from another repository (objects/info/alternates)",

@@ -158,9 +158,7 @@ def test_render_text_inserts_the_root_literally() -> None:
     assert render_text("$CASE_ROOT/x", r"C:\a\1 \g<0>") == (r"C:\a\1 \g<0>/x", 1)
 
 
-_FRAGMENTS = st.sampled_from(
-    ["$", "{", "}", "\\", "CASE_ROOT", "_X", "X", "/", " ", "\n", "é", "$CASE_ROOT", "a"]
-)
+_FRAGMENTS = st.sampled_from(["$", "{", "}", "\\", "CASE_ROOT", "_X", "X", "/", " ", "\n", "é", "$CASE_ROOT", "a"])
 _TEXTS = st.lists(st.one_of(_FRAGMENTS, st.text(max_size=5)), max_size=20).map("".join)
 # A root without `$` cannot form a new `$CASE_ROOT` with the text around it; with `$`,
 # "${CASE_ROOT}CASE_ROOT" rendered for "x$" gives "x$CASE_ROOT", which is a template again.
@@ -311,9 +309,7 @@ def harness(root: Path) -> Path:
 def run_script(script: Path, *, cwd: Path, env: dict[str, str]) -> str:
     shell = "bash" if script.read_text().startswith("#!/usr/bin/env bash") else "sh"
     rel = os.path.relpath(script, cwd)
-    proc = subprocess.run(
-        [shell, rel], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60
-    )
+    proc = subprocess.run([shell, rel], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60)
     return proc.stdout
 
 
@@ -348,12 +344,7 @@ def test_fix_makes_scripts_find_their_own_root(tmp_path: Path) -> None:
     other = tmp_path / "explicit"
     shutil.copytree(copy / "config", other / "config")
     got = run_script(copy / "scripts/where.sh", cwd=tmp_path, env=clean_env(CASE_ROOT=str(other)))
-    assert (
-        got
-        == f"root={other}\ncfg={other}/config/app.json\n"
-        + '{"name": "demo"}\n'
-        + f"here={other}/config\ndone\n"
-    )
+    assert got == f"root={other}\ncfg={other}/config/app.json\n" + '{"name": "demo"}\n' + f"here={other}/config\ndone\n"
 
 
 def test_fix_changes_only_matching_lines_and_reports_a_diff(tmp_path: Path) -> None:
