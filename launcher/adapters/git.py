@@ -277,6 +277,10 @@ class Repository:
         """Compare-and-set a ref: moves only if it still points at ``old``."""
         self.mutate("update-ref", ref, new, old)
 
+    def ref_value(self, ref: str) -> str | None:
+        proc = self.git("rev-parse", "--verify", "--quiet", ref, check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
     def delete_ref(self, ref: str) -> None:
         self.git("update-ref", "-d", ref, check=False)
 

@@ -160,6 +160,9 @@ def _report(record: RunRecord, as_json: bool) -> None:
             f"launcher: run {record.id} {record.state.value}{code}; {commits} commit(s) on {record.branch}",
             err=True,
         )
+        if record.details.get("oom_killed"):
+            limit = record.details.get("memory_limit")
+            typer.echo(f"launcher: the agent was killed for running out of memory (limit {limit})", err=True)
         for problem in record.details.get("errors") or []:
             typer.echo(f"launcher: {problem}", err=True)
         changes = record.details.get("task_changes") or {}

@@ -410,6 +410,12 @@ class RunService:
                 ending = "timed-out"
             else:
                 ending = "exited" if code == 0 else "failed"
+            state = self.env.sandbox.inspect_state(container_id) or {}
+            if state.get("OOMKilled"):
+                # Recorded, not retried: the agent outgrew its memory limit.
+                self.env.store.update_run(
+                    run.id, details={"oom_killed": True, "memory_limit": self.env.defaults.memory}
+                )
             if self.env.store.get_run(run.id).cancel_requested:
                 ending = "cancelled"
             return ending, code
@@ -503,7 +509,9 @@ class RunService:
                     f"the run's HEAD {tip[:12]} does not descend from its base {base[:12]}; "
                     "the branch stays at the base"
                 )
-            repo.update_ref(f"refs/heads/{run.branch}", tip, base)
+            # Idempotent: a settle repeated after a crash finds the branch already moved.
+            if repo.ref_value(f"refs/heads/{run.branch}") != tip:
+                repo.update_ref(f"refs/heads/{run.branch}", tip, base)
         finally:
             repo.delete_ref(staging)
         diff = repo.diff_summary(base, tip)

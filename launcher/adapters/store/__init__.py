@@ -18,10 +18,9 @@ def open_coordinator(url: str) -> Coordinator:
 
         return SqliteCoordinator(Path(url.removeprefix("sqlite:///")))
     if url.startswith(("postgresql://", "postgres://")):
-        raise InvalidInputError(
-            "the PostgreSQL coordinator is not available in this version of launcher",
-            hint="use the embedded SQLite default (omit --state-url)",
-        )
+        from launcher.adapters.store.postgres import PostgresCoordinator
+
+        return PostgresCoordinator(url)
     raise InvalidInputError(f"unsupported state URL {url!r}", hint="use sqlite:///ABSOLUTE/PATH or postgresql://...")
 
 
