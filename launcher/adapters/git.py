@@ -289,7 +289,7 @@ class Repository:
         owner = self._run_as()
         env = _clean_env(owner)
         env["GIT_INDEX_FILE"] = str(worktree_admin / "index")
-        subprocess.run(
+        proc = subprocess.run(
             ["git", f"--git-dir={self.git_dir}", "read-tree", tree],
             cwd="/",
             env=env,
@@ -299,6 +299,11 @@ class Repository:
             group=owner.gid if owner else None,
             extra_groups=[] if owner else None,
         )
+        if proc.returncode != 0:
+            raise GitError(
+                f"could not fill the kept worktree's index from {tree[:12]}: "
+                + proc.stderr.decode("utf-8", "replace").strip()
+            )
 
 
 def _lock_name(git_dir: Path) -> str:

@@ -9,6 +9,7 @@ from launcher.models import RunOwner
 
 
 def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks; None when it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             raw = handle.read()
@@ -16,6 +17,8 @@ def start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
     fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # killed and not yet reaped: it will never renew anything again
     return int(fields[19])
 
 

@@ -122,6 +122,15 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+def move_out(source: Path, target: Path) -> None:
+    """Move a folder an agent wrote (never following a symlink it planted) to a host-only place."""
+    if source.is_symlink() or not source.exists():
+        remove_tree(source)
+        return
+    remove_tree(target)
+    os.rename(source, target)
+
+
 def copy_bundle_out(paths: RunPaths, *, max_bytes: int) -> Path | None:
     """Copy the run's bundle to the host-only record folder; None when the run made none."""
     if not paths.bundle.exists() and not paths.bundle.is_symlink():
@@ -142,6 +151,7 @@ class LocalWorkspace:
     chown_tree = staticmethod(chown_tree)
     remove_tree = staticmethod(remove_tree)
     copy_bundle_out = staticmethod(copy_bundle_out)
+    move_out = staticmethod(move_out)
 
     @staticmethod
     def read_in(top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:

@@ -28,7 +28,7 @@ EXIT_BY_STATE = {
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", context_settings={"allow_interspersed_args": False})(run)
+    app.command("run")(run)
     app.command("ps")(ps)
     app.command("logs")(logs)
     app.command("stop")(stop)
@@ -116,9 +116,6 @@ def run(
         if not items:
             raise InvalidInputError("name a task to run (TASK_ID), or create one with --repo and --title")
         task_ref, command = items[0], items[1:]
-        if command[:1] == ["--"]:
-            # Options end at TASK_ID, so click hands a later `--` through literally.
-            command = command[1:]
     request = _request(task_ref, command, image, timeout, keep_worktree, secret or [], network, runtime)
     if detach:
         run_id = _spawn_supervisor(app_, request)

@@ -468,7 +468,8 @@ class RunService:
         details["agent_result"] = self._agent_result(paths)
         step("before:cleanup")
         try:
-            self._clean_folders(repo, current, paths, keep)
+            harvest = details.get("harvest") or {}
+            self._clean_folders(repo, current, paths, keep, tip=harvest.get("tip"))
         except (LauncherError, OSError) as exc:
             problems.append(f"cleanup: {exc}")
         step("after:cleanup")
@@ -636,14 +637,19 @@ class RunService:
             return {"state": "missing"}
         return parse_agent_result(data).model_dump(mode="json", exclude_none=True)
 
-    def _clean_folders(self, repo: RepoPort | None, run: RunRecord, paths: RunPaths, keep: bool) -> None:
+    def _clean_folders(
+        self, repo: RepoPort | None, run: RunRecord, paths: RunPaths, keep: bool, *, tip: str | None
+    ) -> None:
         ws = self.env.workspace
         if keep and repo is not None and paths.worktree.exists():
+            # The run's scope moves to its host-only record: the markers stay inspectable and
+            # the kept worktree is a clean checkout of the branch (.case/ was only excluded
+            # by the run's private git dir, which the host's git does not read).
+            ws.move_out(paths.worktree / ".case", paths.record / "case-scope")
             owner_uid, owner_gid = repo.owner_ids
             ws.chown_tree(paths.worktree, owner_uid, owner_gid)
             admin = repo.git_dir / "worktrees" / paths.worktree.name
             if admin.is_dir():
-                tip = self.env.store.get_run(run.id).details.get("harvest", {}).get("tip")
                 repo.read_tree_into_worktree_index(admin, str(tip or run.details.get("base_sha")))
         else:
             ws.remove_tree(paths.worktree)

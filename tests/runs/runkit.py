@@ -1,0 +1,269 @@
+"""Shared machinery for the Docker + git integration tests of isolated runs.
+
+Used by ``tests/runs`` and ``tests/security`` (each conftest re-exports the fixtures). Runs go
+through the real CLI in separate processes (``python -m launcher``), against the real Docker
+engine and real git: nothing here is mocked.
+
+The promise checked after every test: launcher leaves no container behind. Every container
+labelled ``launcher.root=<the test's case root>`` is listed *before* anything is cleaned; the
+test fails if there was one, and all of them are removed either way. Nothing without that
+exact label is ever touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+AGENT_IMAGE = "launcher/agent-base:latest"
+NO_DOCKER = "this machine has no reachable Docker engine"
+T = TypeVar("T")
+
+
+def _root_conftest() -> Any:
+    """tests/conftest.py's helpers (git, make_repo, CliResult), loaded by path.
+
+    Importing it as ``conftest`` would pick whichever conftest pytest imported last.
+    """
+    spec = importlib.util.spec_from_file_location("_launcher_tests_root_conftest", TESTS_DIR / "conftest.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_shared = _root_conftest()
+git: Callable[..., str] = _shared.git
+make_repo: Callable[..., Path] = _shared.make_repo
+CliResult = _shared.CliResult
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The launcher's environment: this one, without anything that would pick another root or store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_", "LAUNCHER_"))}
+    env.update(extra or {})
+    return env
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- Docker -------------------------------------------------------------------------------
+
+
+def docker_reachable() -> bool:
+    try:
+        proc = subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def docker_client() -> Any:
+    import docker
+
+    return docker.from_env(timeout=120)
+
+
+def containers_of(root: Path) -> list[Any]:
+    """Every container (running or not) that carries ``launcher.root=<root>``."""
+    return docker_client().containers.list(all=True, filters={"label": f"launcher.root={root}"})
+
+
+def ensure_agent_image() -> str:
+    if not docker_reachable():
+        pytest.skip(NO_DOCKER)
+    proc = subprocess.run(
+        [sys.executable, "-m", "launcher", "image", "build", "agent-base"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=cli_env(),
+        check=False,
+    )
+    assert proc.returncode == 0, f"`launcher image build agent-base` failed:\n{proc.stdout}\n{proc.stderr}"
+    return AGENT_IMAGE
+
+
+# -- a case root driven through the CLI ------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One case root, driven through ``python -m launcher --root ROOT …`` subprocesses."""
+
+    root: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "launcher", "--root", str(self.root), *args]
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
+        proc = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, env=cli_env(env), check=False
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
+        result = self.cli(*args, env=env, timeout=timeout)
+        assert result.exit_code == 0, (
+            f"launcher {' '.join(args)} -> {result.exit_code}\n{result.stdout}\n{result.stderr}"
+        )
+        return result
+
+    def json(self, *args: str) -> Any:
+        """``launcher ARGS --json`` parsed (``--json`` goes before a ``--`` that starts a command)."""
+        cut = args.index("--") if "--" in args else len(args)
+        return json.loads(self.ok(*args[:cut], "--json", *args[cut:]).stdout)
+
+    def popen(
+        self, *args: str, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(self.argv(*args), stdout=stdout, stderr=stderr, env=cli_env())
+        self.procs.append(proc)
+        return proc
+
+    def create_task(self, repo: Path, title: str, *options: str) -> str:
+        return str(self.json("task", "create", "--repo", str(repo), "--title", title, *options)["id"])
+
+    def runs(self, *, live_only: bool = False) -> list[dict[str, Any]]:
+        return list(self.json("ps") if live_only else self.json("ps", "--all"))
+
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        found = [r for r in self.runs() if r["id"] == run_id]
+        assert len(found) == 1, f"no run {run_id} in `ps --all`"
+        return found[0]
+
+    def containers(self) -> list[Any]:
+        return containers_of(self.root)
+
+    def kill_strays(self) -> None:
+        """Kill (and reap) every launcher process this test started that is still alive."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+def run_id_of(stderr: str) -> str:
+    """The run ID from a foreground run's first stderr line (`launcher: run ID on branch …`)."""
+    for line in stderr.splitlines():
+        parts = line.split()
+        if line.startswith("launcher: run ") and len(parts) >= 5 and parts[3:5] == ["on", "branch"]:
+            return parts[2]
+    raise AssertionError(f"no run ID announced on stderr:\n{stderr}")
+
+
+def facts(output: str) -> dict[str, str]:
+    """``FACT name=value`` lines printed by an agent, as a dict."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        if line.startswith("FACT "):
+            name, _, value = line[5:].partition("=")
+            found[name] = value
+    return found
+
+
+# -- repositories -----------------------------------------------------------------------
+
+
+def repo_git(repo: Path, *args: str) -> str:
+    """git in a repository the test made, whoever owns it (safe.directory for this path only)."""
+    return git("-c", f"safe.directory={repo}", *args, cwd=repo)
+
+
+def head_of(repo: Path, ref: str = "HEAD") -> str:
+    return repo_git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+
+
+def branches(repo: Path, prefix: str = "refs/heads/launcher/") -> list[str]:
+    out = repo_git(repo, "for-each-ref", "--format=%(refname)", prefix)
+    return [line.removeprefix("refs/heads/") for line in out.splitlines() if line]
+
+
+def worktree_paths(repo: Path) -> list[str]:
+    out = repo_git(repo, "worktree", "list", "--porcelain")
+    return [line.removeprefix("worktree ") for line in out.splitlines() if line.startswith("worktree ")]
+
+
+def tree_snapshot(top: Path) -> dict[str, bytes]:
+    """Every file under ``top`` except .git, with its bytes (symlinks as their target)."""
+    snap: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if not (Path(dirpath) == top and d == ".git")]
+        for name in filenames:
+            path = Path(dirpath, name)
+            rel = str(path.relative_to(top))
+            snap[rel] = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+    return snap
+
+
+# -- fixtures (re-exported by the conftests of tests/runs and tests/security) -----------
+
+
+@pytest.fixture(scope="session")
+def agent_image() -> str:
+    """The agent image, built once per session (a no-op when its content hash is unchanged)."""
+    return ensure_agent_image()
+
+
+@pytest.fixture
+def launcher_roots(agent_image: str, case_root: Path) -> Iterator[list[Path]]:
+    """Case roots whose containers must all be gone when the test ends (append more to it)."""
+    roots = [case_root.resolve()]
+    yield roots
+    leftovers: list[str] = []
+    for root in roots:
+        for container in containers_of(root):
+            leftovers.append(f"{container.name} ({container.status}, labels {container.labels})")
+            container.remove(force=True)
+    assert not leftovers, f"launcher left containers behind: {leftovers}"
+
+
+@pytest.fixture
+def case(launcher_roots: list[Path]) -> Iterator[Case]:
+    """The test's case root, driven through the CLI; launcher processes left alive are killed."""
+    driver = Case(launcher_roots[0])
+    try:
+        yield driver
+    finally:
+        driver.kill_strays()
+
+
+@pytest.fixture
+def shared_dir(launcher_roots: list[Path]) -> Iterator[Path]:
+    """A folder every uid can traverse (pytest's own tmp folders are root-only, 0700).
+
+    For repositories owned by an unprivileged user: launcher runs their git as that user,
+    who must reach both the repository and the case root's worktrees folder.
+    """
+    top = Path(tempfile.mkdtemp(prefix="launcher-runs-", dir="/tmp")).resolve()
+    top.chmod(0o755)
+    try:
+        yield top
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
