@@ -141,11 +141,30 @@ class Case:
         return json.loads(self.ok(*args[:cut], "--json", *args[cut:]).stdout)
 
     def popen(
-        self, *args: str, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL
+        self,
+        *args: str,
+        stdout: Any = subprocess.DEVNULL,
+        stderr: Any = subprocess.DEVNULL,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(self.argv(*args), stdout=stdout, stderr=stderr, env=cli_env())
+        proc = subprocess.Popen(self.argv(*args), stdout=stdout, stderr=stderr, env=cli_env(env))
         self.procs.append(proc)
         return proc
+
+    def run_of(self, task_id: str) -> str:
+        """The ID of the task's newest run."""
+        found = [r["id"] for r in self.runs() if r["task_id"] == task_id]
+        assert found, f"task {task_id} has no run"
+        return str(found[-1])
+
+    def wait_running(self, task_id: str, timeout: float = 120) -> str:
+        """Poll until the task has a run in state `running`; its ID."""
+        running = wait_for(
+            lambda: [r["id"] for r in self.runs(live_only=True) if r["task_id"] == task_id and r["state"] == "running"],
+            timeout=timeout,
+            what=f"a running run of {task_id}",
+        )
+        return str(running[0])
 
     def create_task(self, repo: Path, title: str, *options: str) -> str:
         return str(self.json("task", "create", "--repo", str(repo), "--title", title, *options)["id"])
