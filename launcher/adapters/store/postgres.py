@@ -285,7 +285,7 @@ class PostgresCoordinator(Coordinator):
                 f"the state store {where} is not a launcher database, or was changed by hand ({text})",
                 hint="point the state URL at a database of its own",
             )
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        if _connection_lost(exc):
             return StateStoreError(
                 f"lost the connection to the PostgreSQL state store {where} ({text})",
                 hint="check that the PostgreSQL server is running and reachable; the change may or may "
@@ -393,7 +393,8 @@ class PostgresCoordinator(Coordinator):
             if row is not None:
                 return _task_from_row(row)
             prefix, _, number = ref.rpartition("-")
-            if prefix and number.isdigit():
+            # ASCII digits only ("²".isdigit() is true, int() refuses it) and within BIGINT.
+            if prefix and number.isascii() and number.isdigit() and len(number) <= 18:
                 cur.execute("SELECT * FROM tasks WHERE prefix = %s AND number = %s", (prefix, int(number)))
                 row = cur.fetchone()
                 if row is not None:
@@ -804,6 +805,15 @@ def redact_url(url: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "<unparsable PostgreSQL URL>"
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    """The server went away (shut down, terminated this backend, network gone), not a statement error."""
+    if isinstance(exc, pg_errors.AdminShutdown | pg_errors.CrashShutdown | pg_errors.CannotConnectNow):
+        return True
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    return exc.sqlstate is None or exc.sqlstate.startswith("08")  # class 08: connection exception
 
 
 def _first_line(exc: BaseException) -> str:

@@ -291,7 +291,7 @@ class SqliteCoordinator(Coordinator):
         if rows:
             return _task_from_row(rows[0])
         prefix, _, number = ref.rpartition("-")
-        if prefix and number.isdigit():
+        if prefix and number.isascii() and number.isdigit() and len(number) < 12:
             rows = self._read("SELECT * FROM tasks WHERE prefix = ? AND number = ?", (prefix, int(number)))
             if rows:
                 return _task_from_row(rows[0])
