@@ -15,7 +15,6 @@ from launcher.core.harvest import (
     parse_agent_result,
     parse_marker,
 )
-from launcher.core.slugs import SLUG_RE
 from launcher.core.transitions import TASK_TRANSITIONS, TaskStatus
 
 JSON_VALUES = st.recursive(
