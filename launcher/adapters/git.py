@@ -83,6 +83,13 @@ class Repository:
     def open(cls, path: str | Path, *, lock_dir: Path) -> Repository:
         """Find the repository that contains ``path`` (a path the user named)."""
         start = Path(path).expanduser()
+        try:
+            str(start).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"repository path {str(start).encode('utf-8', 'backslashreplace').decode()} is not valid UTF-8",
+                hint="task files and the coordinator store paths as UTF-8; rename the folder",
+            ) from None
         if not start.exists():
             raise InvalidInputError(f"repository path {start} does not exist")
         start = start.resolve()

@@ -141,6 +141,13 @@ class Application:
             return str(projects.path_of(task.repo))
         return task.repo_path
 
+    def check_base(self, repo: RepoRef, base_ref: str) -> None:
+        """Refuse a task whose base does not resolve now (no commits yet, unknown ref)."""
+        from launcher.adapters.git import Repository
+
+        if repo.path is not None:
+            Repository.open(repo.path, lock_dir=self.layout.locks_dir).resolve_commit(base_ref)
+
     def resolve_repo(self, value: str) -> RepoRef:
         """--repo: a name from projects.json, or a path (named after its projects.json entry if any)."""
         from launcher.adapters.git import Repository

@@ -142,6 +142,7 @@ def _echo(data: bytes) -> None:
 
 def _create_task(app_: Application, repo: str, title: str, image: str | None, command: list[str]) -> str:
     repo_ref = app_.resolve_repo(repo)
+    app_.check_base(repo_ref, "HEAD")
     app_.reconcile(full=False)
     return app_.tasks.create(repo_ref, title, image=image, command=command).id
 

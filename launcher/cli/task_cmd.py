@@ -76,6 +76,7 @@ def create(
 
     app_ = app_of(ctx)
     repo_ref = app_.resolve_repo(repo)
+    app_.check_base(repo_ref, base_ref)
     # Numbers continue after any task file the harness gained outside launcher.
     app_.reconcile(full=False)
     body = None

@@ -103,6 +103,10 @@ class Adopter:
     def _adopt(self, item: FoundFile, report: AdoptionReport) -> None:
         doc = self._parse(item, report)
         if doc is None:
+            # Unreadable, but its name still claims a number: never hand that number out.
+            named = parse_id(Path(item.path).name.removesuffix(".task.json"))
+            if named:
+                self.store.reserve_numbers(named[0], named[1])
             return
         stem = Path(item.path).name.removesuffix(".task.json")
         task_id = doc.get("id") if isinstance(doc.get("id"), str) else stem

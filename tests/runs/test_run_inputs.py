@@ -59,9 +59,6 @@ def test_unknown_task_id_is_refused(case: Case, git_repo: Path) -> None:
             "image 'launcher/does-not-exist:1' is not in the local Docker engine",
             id="unknown-image",
         ),
-        pytest.param(
-            ["--base", "no-such-ref"], [], ExitCode.INVALID_INPUT, "unknown base ref 'no-such-ref'", id="bad-base-ref"
-        ),
     ],
 )
 def test_run_refused_before_anything_is_created(
