@@ -89,8 +89,17 @@ class TaskFiles:
 
     @contextmanager
     def locked(self, task_id: str) -> Iterator[None]:
-        with file_lock(self.locks_dir / "tasks" / f"{task_id}.lock"):
-            yield
+        """The task's lock; file-system failures inside it (disk full, …) become StateStoreError."""
+        lock = self.locks_dir / "tasks" / f"{task_id}.lock"
+        try:
+            with file_lock(lock):
+                yield
+        except OSError as exc:
+            where = exc.filename or lock
+            raise StateStoreError(
+                f"cannot write the files of task {task_id}: {exc.strerror or exc} ({where})",
+                hint="check free disk space and permissions; the previous files were left intact",
+            ) from exc
 
     def _ensure_dir(self, path: Path) -> None:
         try:

@@ -40,7 +40,14 @@ class AdoptionReport(BaseModel):
     legacy_md: list[str] = Field(default_factory=list, description=".md tasks with no .task.json")
 
 
-def parse_id(task_id: str) -> tuple[str, int, str] | None:
+def parse_id(task_id: str, repo: str | None = None) -> tuple[str, int, str] | None:
+    """Split ``<prefix>-<N>-<slug>``. The form is ambiguous when the prefix ends in digits
+    (``project-2024-2-beta``), so the task's own ``repo`` decides where the prefix ends."""
+    if repo and task_id.startswith(f"{repo}-"):
+        number, _, slug = task_id[len(repo) + 1 :].partition("-")
+        number_ok = number.isascii() and number.isdigit() and not number.startswith("0") and len(number) < 12
+        if number_ok and (not slug or TASK_ID_RE.match(f"x-1-{slug}")):
+            return repo, int(number), slug
     match = TASK_ID_RE.match(task_id)
     if not match:
         return None
@@ -110,7 +117,8 @@ class Adopter:
             return
         stem = Path(item.path).name.removesuffix(".task.json")
         task_id = doc.get("id") if isinstance(doc.get("id"), str) else stem
-        parsed = parse_id(str(task_id))
+        named_repo = doc.get("repo") if isinstance(doc.get("repo"), str) else None
+        parsed = parse_id(str(task_id), named_repo)
         if parsed is None:
             report.invalid.append(Problem(path=item.path, error=f"id {task_id!r} is not <repo>-<N>-<slug>"))
             return

@@ -10,10 +10,11 @@ from launcher.errors import InvalidInputError
 SLUG_MAX = 48
 PREFIX_MAX = 40
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-SLUG_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{SLUG_MAX - 2}}}[a-z0-9])?$")
-PREFIX_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{PREFIX_MAX - 2}}}[a-z0-9])?$")
+# \Z, not $: Python's $ also matches before a final newline, which must never reach a file name.
+SLUG_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{SLUG_MAX - 2}}}[a-z0-9])?\Z")
+PREFIX_RE = re.compile(rf"^[a-z0-9](?:[a-z0-9-]{{0,{PREFIX_MAX - 2}}}[a-z0-9])?\Z")
 # case's IDs: <prefix>-<N>-<slug>, where the prefix may itself contain dashes.
-TASK_ID_RE = re.compile(r"^(?P<prefix>[a-z0-9][a-z0-9-]*?)-(?P<number>[1-9][0-9]*)(?:-(?P<slug>[a-z0-9-]+))?$")
+TASK_ID_RE = re.compile(r"^(?P<prefix>[a-z0-9][a-z0-9-]*?)-(?P<number>[1-9][0-9]*)(?:-(?P<slug>[a-z0-9-]+))?\Z")
 
 
 def slugify(text: str, *, max_length: int = SLUG_MAX) -> str:

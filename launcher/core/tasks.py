@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ def validate_title(title: str) -> str:
         raise InvalidInputError("a task needs a non-empty --title")
     if len(cleaned) > TITLE_MAX:
         raise InvalidInputError(f"the title is {len(cleaned)} characters; at most {TITLE_MAX} are allowed")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in cleaned):
+    if any(unicodedata.category(ch) == "Cc" for ch in cleaned):
         raise InvalidInputError("the title may not contain control characters (newlines, NUL, escapes)")
     return cleaned
 

@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import CliResult, invoke, run_cli
+from helpers import CliResult, invoke, run_cli
 
 Cli = Callable[..., CliResult]
 OLD = "/Users/alice/dev/case"
@@ -150,9 +150,7 @@ def test_render_folder_and_file(cli: Cli, case_root: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["rendered"], data["copied"], data["replacements"]) == (2, 1, 3)
-    assert (
-        out / "AGENTS.md"
-    ).read_text() == "root=/opt/case braces=/opt/case keep=$CASE_ROOT_X \\$CASE_ROOT\n"
+    assert (out / "AGENTS.md").read_text() == "root=/opt/case braces=/opt/case keep=$CASE_ROOT_X \\$CASE_ROOT\n"
     assert (out / "bin/run.sh").read_text() == 'exec "/opt/case/scripts/where.sh"\n'
     assert os.access(out / "bin/run.sh", os.X_OK)
     assert (out / "data.csv").read_text() == "$CASE_ROOT\n"
@@ -161,9 +159,7 @@ def test_render_folder_and_file(cli: Cli, case_root: Path, tmp_path: Path) -> No
     result = cli("paths", "render", str(src / "AGENTS.md"), str(tmp_path / "single.md"))
     assert result.exit_code == 0, result.stderr
     root = str(case_root.resolve())
-    assert (
-        tmp_path / "single.md"
-    ).read_text() == f"root={root} braces={root} keep=$CASE_ROOT_X \\$CASE_ROOT\n"
+    assert (tmp_path / "single.md").read_text() == f"root={root} braces={root} keep=$CASE_ROOT_X \\$CASE_ROOT\n"
     assert "1 rendered, 0 copied, 2 replacement(s)" in result.stdout
 
 
@@ -189,20 +185,14 @@ def test_fix_prints_a_diff_then_writes_and_a_second_run_is_a_no_op(cli: Cli, cas
     assert "--- a/scripts/where.sh\n+++ b/scripts/where.sh\n" in dry.stdout
     assert f"-ROOT={OLD}\n" in dry.stdout
     assert '+ROOT="${CASE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"\n' in dry.stdout
-    assert (
-        f"-Start with `{OLD}/scripts/where.sh`.\n+Start with `$CASE_ROOT/scripts/where.sh`.\n" in dry.stdout
-    )
-    assert (
-        "left: AGENTS.md:2: /home/bob/notes.md -> (outside the harness: make it configurable)" in dry.stdout
-    )
+    assert f"-Start with `{OLD}/scripts/where.sh`.\n+Start with `$CASE_ROOT/scripts/where.sh`.\n" in dry.stdout
+    assert "left: AGENTS.md:2: /home/bob/notes.md -> (outside the harness: make it configurable)" in dry.stdout
     assert dry.stdout.splitlines()[-1] == f"would change 3 path(s) in 2 file(s) under {case_root.resolve()}"
 
     fixed = cli("paths", "fix")
     assert fixed.exit_code == 0, fixed.stderr
     assert fixed.stdout.replace("changed 3", "would change 3") == dry.stdout
-    assert (
-        case_root / "skills/run/SKILL.md"
-    ).read_text() == "# Run\n\nStart with `$CASE_ROOT/scripts/where.sh`.\n"
+    assert (case_root / "skills/run/SKILL.md").read_text() == "# Run\n\nStart with `$CASE_ROOT/scripts/where.sh`.\n"
     assert (case_root / "AGENTS.md").read_text() == "No paths here.\nOutside: /home/bob/notes.md\n"
 
     after = snapshot(case_root)

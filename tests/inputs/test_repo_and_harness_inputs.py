@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CliResult, invoke, make_repo
+from helpers import CliResult, invoke, make_repo
 
 from launcher.errors import ExitCode
 

@@ -12,7 +12,6 @@ exact label is ever touched.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -26,31 +25,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import CliResult, git, make_repo
+
+__all__ = ["CliResult", "git", "make_repo"]
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 AGENT_IMAGE = "launcher/agent-base:latest"
 NO_DOCKER = "this machine has no reachable Docker engine"
 T = TypeVar("T")
-
-
-def _root_conftest() -> Any:
-    """tests/conftest.py's helpers (git, make_repo, CliResult), loaded by path.
-
-    Importing it as ``conftest`` would pick whichever conftest pytest imported last.
-    """
-    spec = importlib.util.spec_from_file_location("_launcher_tests_root_conftest", TESTS_DIR / "conftest.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _root_conftest()
-git: Callable[..., str] = _shared.git
-make_repo: Callable[..., Path] = _shared.make_repo
-CliResult = _shared.CliResult
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

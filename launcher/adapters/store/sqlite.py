@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from launcher.adapters.locks import file_lock
 from launcher.core.ports import Coordinator
 from launcher.core.transitions import RunState, TaskStatus, check_legal
 from launcher.errors import (
@@ -146,17 +147,10 @@ class SqliteCoordinator(Coordinator):
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StateStoreError(f"{path}: SQLite refused WAL mode (got {mode})")
-            # FULL: a task file is written only after its commit is durable, so a crash
-            # can never leave a file whose ID the database will hand out again.
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            # SQLite does not wait out its busy timeout while switching a new file to WAL, so
+            # two processes opening a fresh store at once would fail: serialise the opening.
+            with file_lock(path.with_name(f".{path.name}.open.lock"), timeout=BUSY_TIMEOUT_S):
+                self._open(path)
         except sqlite3.DatabaseError as exc:
             raise self._store_error(exc) from exc
         except OSError as exc:
@@ -164,6 +158,19 @@ class SqliteCoordinator(Coordinator):
                 f"cannot open the state store at {path}: {exc.strerror or exc}",
                 hint="check that the case root is writable, or pass --state-url",
             ) from exc
+
+    def _open(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StateStoreError(f"{path}: SQLite refused WAL mode (got {mode})")
+        # FULL: a task file is written only after its commit is durable, so a crash
+        # can never leave a file whose ID the database will hand out again.
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
 
     def _store_error(self, exc: sqlite3.Error) -> StateStoreError:
         text = str(exc)
@@ -192,6 +199,9 @@ class SqliteCoordinator(Coordinator):
             raise self._store_error(exc) from exc
         try:
             yield self._db
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise self._store_error(exc) from exc
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
