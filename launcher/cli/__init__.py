@@ -32,11 +32,15 @@ app = typer.Typer(
 def _root(
     ctx: typer.Context,
     root: str = typer.Option(
-        None, "--root", help="Case root (default: $CASE_ROOT, else the current git checkout's top level)."
+        None,
+        "--root",
+        metavar="PATH",
+        help="Case root (default: $CASE_ROOT, else the current git checkout's top level).",
     ),
     state_url: str = typer.Option(
         None,
         "--state-url",
+        metavar="URL",
         help="Coordinator URL (default: $LAUNCHER_STATE_URL, else SQLite at <root>/.launcher/state.db).",
     ),
 ) -> None:

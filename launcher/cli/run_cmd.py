@@ -72,11 +72,19 @@ def _request(
 
 def run(
     ctx: typer.Context,
-    args: list[str] = typer.Argument(None, help="TASK_ID [-- COMMAND…], or only -- COMMAND… with --repo/--title."),
-    repo: str = typer.Option(None, "--repo", help="Create the task in this repository first (with --title)."),
-    title: str = typer.Option(None, "--title", help="Title of the task to create (with --repo)."),
-    image: str = typer.Option(None, "--image", help="Agent image (default: the task's, else launcher.toml's)."),
-    timeout: float = typer.Option(None, "--timeout", help="Seconds before the agent is killed (state timed-out)."),
+    args: list[str] = typer.Argument(
+        None, metavar="TASK_ID [-- COMMAND…]", help="The task to run and, after --, the agent command."
+    ),
+    repo: str = typer.Option(
+        None, "--repo", metavar="PATH|NAME", help="Create the task in this repository first (with --title)."
+    ),
+    title: str = typer.Option(None, "--title", metavar="TEXT", help="Title of the task to create (with --repo)."),
+    image: str = typer.Option(
+        None, "--image", metavar="IMAGE", help="Agent image (default: the task's, else launcher.toml's)."
+    ),
+    timeout: float = typer.Option(
+        None, "--timeout", metavar="SECONDS", help="Seconds before the agent is killed (state timed-out)."
+    ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Start in the background and print the run ID."),
     keep_worktree: bool = typer.Option(
         None,
@@ -88,8 +96,8 @@ def run(
         "--secret",
         help="Pass a secret as an env var: NAME (from launcher's env) or NAME=FILE. Repeatable.",
     ),
-    network: str = typer.Option(None, "--network", help="none (default) or bridge."),
-    runtime: str = typer.Option(None, "--runtime", help="OCI runtime, e.g. runsc (gVisor)."),
+    network: str = typer.Option(None, "--network", metavar="none|bridge", help="none (default) or bridge."),
+    runtime: str = typer.Option(None, "--runtime", metavar="RUNTIME", help="OCI runtime, e.g. runsc (gVisor)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
     ),
@@ -99,7 +107,10 @@ def run(
     Exit status: 0 when the agent exited 0; 10 failed, 11 timed out, 12 cancelled, 13 lost.
 
     Examples:
+
+    \b
       launcher run demo-1 -- bash -lc 'make test'
+      launcher run demo-1 --keep-worktree --timeout 600
       launcher run --repo ../api --title "Bump deps" -- ./agent.sh
     """
     from launcher.adapters.procinfo import current_owner

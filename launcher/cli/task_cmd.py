@@ -66,11 +66,15 @@ def create(
     queue: bool = typer.Option(False, "--queue", help="Queue the task for `launcher batch`."),
     template: str = typer.Option(None, "--template", help="Start the task .md from tasks/templates/NAME.md."),
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
-    command: list[str] = typer.Argument(None, help="Agent command, after `--`."),
+    command: list[str] = typer.Argument(None, metavar="[-- COMMAND…]", help="Agent command, after `--`."),
 ) -> None:
     """Store a new task (ID allocated by the coordinator) and write its case task files.
 
-    Example: launcher task create --repo ../api --title "Fix login redirect" -- claude -p "$(cat prompt.md)"
+    Example:
+
+    \b
+      launcher task create --repo ../api --title "Fix login redirect" -- ./agent.sh
+      launcher task create --repo authkit-nextjs --title "Issue 53" --queue -- ./agent.sh
     """
     from launcher.errors import InvalidInputError
 
