@@ -20,11 +20,11 @@ _CONTENTION = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
 
 
 @contextmanager
-def file_lock(path: Path, *, timeout: float = 60.0) -> Iterator[None]:
+def file_lock(path: Path, *, timeout: float = 60.0, max_delay: float = 0.05) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        _acquire(fd, path, timeout)
+        _acquire(fd, path, timeout, max_delay)
         try:
             yield
         finally:
@@ -33,7 +33,7 @@ def file_lock(path: Path, *, timeout: float = 60.0) -> Iterator[None]:
         os.close(fd)
 
 
-def _acquire(fd: int, path: Path, timeout: float) -> None:
+def _acquire(fd: int, path: Path, timeout: float, max_delay: float = 0.05) -> None:
     started = time.monotonic()
     deadline = started + timeout
     delay = 0.001
@@ -50,4 +50,4 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
         # Polling, because a blocking flock cannot honour a deadline; the backoff keeps
         # 16 contending processes from burning both cores.
         time.sleep(min(delay, deadline - now))
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, max_delay)

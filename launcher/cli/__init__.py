@@ -6,7 +6,12 @@ Exit codes live in launcher.errors.ExitCode and are documented in the README.
 from __future__ import annotations
 
 import json
+import os
 import sys
+
+# pydantic scans installed packages for plugins on first use (20-30 ms of every command);
+# launcher uses none. setdefault: a user who wants plugins can still set it.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 

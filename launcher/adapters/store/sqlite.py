@@ -20,6 +20,7 @@ from launcher.core.ports import Coordinator
 from launcher.core.transitions import RunState, TaskStatus, check_legal
 from launcher.errors import (
     InvalidInputError,
+    LockTimeoutError,
     NotFoundError,
     StateStoreError,
     TransitionConflictError,
@@ -145,6 +146,7 @@ _RUN_COLUMNS = {
 class SqliteCoordinator(Coordinator):
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._write_lock = path.with_name(f".{path.name}.write.lock")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # SQLite does not wait out its busy timeout while switching a new file to WAL, so
@@ -163,7 +165,7 @@ class SqliteCoordinator(Coordinator):
         self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._switch_to_wal()
         if mode.lower() != "wal":
             raise StateStoreError(f"{path}: SQLite refused WAL mode (got {mode})")
         # FULL: a task file is written only after its commit is durable, so a crash
@@ -171,6 +173,23 @@ class SqliteCoordinator(Coordinator):
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+
+    def _switch_to_wal(self) -> str:
+        """PRAGMA journal_mode = WAL, waiting out a writer that is not launcher.
+
+        On a file still in rollback mode SQLite fails this at once with "database is locked"
+        instead of calling its busy handler, so the wait is done here, on a deadline.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            try:
+                return str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _store_error(self, exc: sqlite3.Error) -> StateStoreError:
         text = str(exc)
@@ -193,6 +212,24 @@ class SqliteCoordinator(Coordinator):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        # Writers queue on a file lock first: SQLite's own busy handler sleeps up to 100 ms
+        # between tries, so 16 contending processes spend most of their time asleep. The
+        # lock is polled at ≤ 2 ms; BEGIN IMMEDIATE and the busy timeout stay the safety net
+        # for writers that do not take it (another tool, an older launcher).
+        try:
+            with (
+                file_lock(self._write_lock, timeout=BUSY_TIMEOUT_S, max_delay=0.002),
+                self._transaction() as db,
+            ):
+                yield db
+        except LockTimeoutError as exc:
+            raise StateStoreError(
+                f"the state store {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f}s",
+                hint="another launcher process holds a long transaction; retry",
+            ) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
