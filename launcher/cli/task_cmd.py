@@ -65,6 +65,9 @@ def create(
     base_ref: str = typer.Option("HEAD", "--base", help="Ref the task's run branches start from."),
     queue: bool = typer.Option(False, "--queue", help="Queue the task for `launcher batch`."),
     template: str = typer.Option(None, "--template", help="Start the task .md from tasks/templates/NAME.md."),
+    cross_repo: bool = typer.Option(
+        False, "--cross-repo", help="case's cross-repo ID x-<N>-<slug>; --repo is the primary repository."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the task as JSON."),
     command: list[str] = typer.Argument(None, metavar="[-- COMMAND…]", help="Agent command, after `--`."),
 ) -> None:
@@ -99,6 +102,7 @@ def create(
         base_ref=base_ref,
         queued=queue,
         template=template,
+        cross_repo=cross_repo,
     )
     if as_json:
         emit_json(task_view(app_, task))

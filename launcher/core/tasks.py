@@ -13,6 +13,7 @@ from launcher.errors import InvalidInputError
 from launcher.models import NewTask, TaskRecord, TransitionRecord, iso, utcnow
 
 TITLE_MAX = 500
+CROSS_REPO_PREFIX = "x"
 BODY_MAX = 1_000_000
 AGENT_PHASES = ("orchestrator", "implementer", "verifier", "reviewer", "closer")
 
@@ -70,10 +71,13 @@ class TaskService:
         base_ref: str = "HEAD",
         queued: bool = False,
         template: str | None = None,
+        cross_repo: bool = False,
     ) -> TaskRecord:
+        """Store a new task. A cross-repo task takes case's ``x-<N>-<slug>`` ID; ``repo``
+        names its primary repository, where its runs take place."""
         clean_title = validate_title(title)
         clean_slug = validate_slug(slug) if slug is not None else slugify(clean_title)
-        prefix = validate_prefix(repo.name)
+        prefix = CROSS_REPO_PREFIX if cross_repo else validate_prefix(repo.name)
         if body is not None and len(body) > BODY_MAX:
             raise InvalidInputError(f"the task body is {len(body)} characters; at most {BODY_MAX}")
         if body is not None and "\x00" in body:

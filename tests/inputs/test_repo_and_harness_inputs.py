@@ -98,3 +98,21 @@ def test_malformed_task_files_are_reported_and_left_untouched(case_root: Path, g
         root_cli(case_root, "task", "create", "--repo", str(git_repo), "--title", "next", "--json").stdout
     )
     assert created["id"] == "demo-5-next"
+
+
+def test_cross_repo_tasks_take_cases_x_prefix(case_root: Path, git_repo: Path) -> None:
+    first = json.loads(
+        root_cli(
+            case_root, "task", "create", "--repo", str(git_repo), "--title", "Update badges", "--cross-repo", "--json"
+        ).stdout
+    )
+    second = json.loads(
+        root_cli(
+            case_root, "task", "create", "--repo", str(git_repo), "--title", "Bump CI", "--cross-repo", "--json"
+        ).stdout
+    )
+    plain = json.loads(
+        root_cli(case_root, "task", "create", "--repo", str(git_repo), "--title", "Own", "--json").stdout
+    )
+    assert [first["id"], second["id"], plain["id"]] == ["x-1-update-badges", "x-2-bump-ci", "demo-1-own"]
+    assert first["doc"]["repo"] == "demo"
