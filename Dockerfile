@@ -9,11 +9,20 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
 
+# Behind a proxy that intercepts HTTPS, pip needs that proxy's CA: pass it as PEM text,
+#   docker build --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt)" .
+# (compose.yaml forwards LAUNCHER_EXTRA_CA_CERTS). Empty by default: nothing is added.
+ARG EXTRA_CA_CERTS=""
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+        printf '%s\n' "$EXTRA_CA_CERTS" >/usr/local/share/ca-certificates/launcher-extra.crt \
+        && update-ca-certificates >/dev/null; \
+    fi
+
 WORKDIR /opt/launcher
 COPY pyproject.toml README.md ./
 COPY launcher ./launcher
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --quiet . \
+ && PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/venv/bin/pip install --no-cache-dir --quiet . \
  && rm -rf /opt/launcher/build
 COPY images ./images
 

@@ -8,7 +8,9 @@ db="${POSTGRES_DB:-$user}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile="$(mktemp)"
     printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
-    initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    # UTF8 explicitly: the image has no locale, and initdb would otherwise make SQL_ASCII.
+    initdb --username="$user" --pwfile="$pwfile" --encoding=UTF8 --locale=C \
+        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
     printf "listen_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
     printf 'host all all all scram-sha-256\n' >>"$PGDATA/pg_hba.conf"

@@ -253,16 +253,27 @@ class Repository:
         proc = self.git("worktree", "remove", "--force", "--force", str(path), check=False)
         if proc.returncode != 0:
             # The folder may already be gone or not a worktree any more; prune forgets it.
-            self.mutate("worktree", "prune")
+            self.prune_worktrees()
 
     def prune_worktrees(self) -> None:
+        """Forget worktrees whose folders are gone, including ones a killed `worktree add`
+        left locked ("initializing"), which plain `git worktree prune` skips."""
+        for entry in self.worktrees():
+            if entry.path != str(self.toplevel) and not Path(entry.path).exists():
+                self.git("worktree", "unlock", entry.path, check=False)
         self.mutate("worktree", "prune")
 
     def verify_bundle(self, bundle: Path) -> list[tuple[str, str]]:
-        """``git bundle verify`` then its heads as (sha, ref) pairs."""
-        self.git("bundle", "verify", "--quiet", str(bundle))
+        """``git bundle verify`` then its heads as (sha, ref) pairs.
+
+        Under the repository's lock: verify walks every worktree's HEAD, and a worktree that
+        another run is adding at that moment has none yet.
+        """
+        with self.locked():
+            self.git("bundle", "verify", "--quiet", str(bundle))
+            listing = self.git_out("bundle", "list-heads", str(bundle))
         heads = []
-        for line in self.git_out("bundle", "list-heads", str(bundle)).splitlines():
+        for line in listing.splitlines():
             sha, _, ref = line.partition(" ")
             heads.append((sha, ref))
         return heads

@@ -28,6 +28,7 @@ from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError
 from launcher.models import RunOwner, RunRecord, TaskRecord
 
+COORDINATOR_RETRIES = 5
 FINISHED = frozenset({RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED})
 
 
@@ -125,11 +126,24 @@ class Batch:
             self._error(f"worker {index} could not start: {exc}")
             return
         lease_owner = f"{self._lease_id}:{index}"
+        failures = 0
         try:
             while not self.stopping.is_set():
-                task = store.claim_next(lease_owner, self.options.lease_seconds)
+                try:
+                    task = store.claim_next(lease_owner, self.options.lease_seconds)
+                    more_coming = task is None and (self.options.watch or self._others_hold_queued(store))
+                    failures = 0
+                except LauncherError as exc:
+                    # The coordinator went away (restart, failover, a dropped connection):
+                    # back off and retry a bounded number of times, then say so and stop.
+                    failures += 1
+                    if failures > COORDINATOR_RETRIES:
+                        self._error(f"worker {index} gave up after {failures} coordinator errors: {exc}")
+                        return
+                    self.stopping.wait(min(self.options.poll_seconds * failures, 30))
+                    continue
                 if task is None:
-                    if not self.options.watch and not self._others_hold_queued(store):
+                    if not more_coming:
                         return
                     self.stopping.wait(self.options.poll_seconds)
                     continue

@@ -494,7 +494,9 @@ class RunService:
         self, repo: RepoPort, run: RunRecord, paths: RunPaths, ending: str, image: str | None
     ) -> dict[str, Any]:
         base = str(run.details.get("base_sha", ""))
-        if not paths.bundle.exists() and ending != "exited" and image:
+        # A harvest container only if the agent's container existed: one that never started
+        # made no commits, and a second failing create would only repeat the failure.
+        if not paths.bundle.exists() and ending != "exited" and image and run.container_id:
             self._harvest_container(repo, run, paths, image)
         copied = self.env.workspace.copy_bundle_out(paths, max_bytes=BUNDLE_MAX_BYTES)
         if copied is None:

@@ -211,7 +211,12 @@ class PostgresCoordinator(Coordinator):
                 f"cannot parse the PostgreSQL state URL {self.display_url}: {_first_line(exc)}",
                 hint="use postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
             ) from exc
-        defaults: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "launcher"}
+        # client_encoding: on a SQL_ASCII database psycopg would otherwise hand text back as bytes.
+        defaults: dict[str, Any] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "launcher",
+            "client_encoding": "utf8",
+        }
         extra = {k: v for k, v in defaults.items() if k not in params}
         try:
             conn = psycopg.connect(self.url, autocommit=False, row_factory=dict_row, **extra)
