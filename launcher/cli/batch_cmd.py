@@ -72,14 +72,19 @@ def batch(
         poll_seconds=poll,
     )
     app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
+    live = None if as_json or not sys.stderr.isatty() else LiveTable()
     runner = Batch(
         lambda: _worker(app_),
         current_owner(),
         options,
         owner_alive,
-        _printer(as_json),
+        live.update if live else _printer(as_json),
     )
-    summary = runner.run()
+    if live is None:
+        summary = runner.run()
+    else:
+        with live:
+            summary = runner.run()
     if as_json:
         emit_json(summary.model_dump(mode="json"))
     else:
@@ -118,6 +123,40 @@ def _printer(as_json: bool) -> Callable[[BatchEvent], None]:
         )
 
     return emit
+
+
+class LiveTable:
+    """On a terminal: one row per task, redrawn in place as events arrive (rich)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from rich.console import Console
+        from rich.live import Live
+
+        self._rows: dict[str, BatchEvent] = {}
+        self._lock = threading.Lock()
+        self._live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+
+    def __enter__(self) -> LiveTable:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.__exit__(None, None, None)
+
+    def update(self, event: BatchEvent) -> None:
+        from rich.table import Table
+
+        with self._lock:
+            self._rows[event.task_id] = event
+            table = Table(title="launcher batch", expand=False)
+            for column in ("task", "worker", "run", "state", "detail"):
+                table.add_column(column)
+            for row in self._rows.values():
+                state = row.state or row.kind
+                table.add_row(row.task_id, f"w{row.worker}", row.run_id or "", state, (row.detail or "")[:60])
+            self._live.update(table)
 
 
 def matrix(
