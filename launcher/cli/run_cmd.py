@@ -324,7 +324,7 @@ def stop(
     if record.container_id:
         app_.runs.env.sandbox.kill(record.container_id)
     if owner_alive(record.owner) is False:
-        record = _settle_now(app_, record, "cancelled")
+        record = app_.runs.settle_record(record, "cancelled", None)
     else:
         record = _await_terminal(app_, run_id, timeout=120)
     if as_json:
@@ -342,29 +342,6 @@ def _await_terminal(app_: Application, run_id: str, timeout: float) -> RunRecord
         time.sleep(0.1)  # the owning process records the end; nothing to block on across processes
         record = app_.store.get_run(run_id)
     return record
-
-
-def _settle_now(app_: Application, record: RunRecord, ending: str) -> RunRecord:
-    from launcher.errors import LauncherError
-
-    service = app_.runs
-    repo = None
-    repo_path = record.details.get("repo")
-    if isinstance(repo_path, str):
-        try:
-            repo = service.env.open_repo(repo_path)
-        except LauncherError:
-            repo = None
-    return service.settle(
-        repo,
-        record,
-        service.paths(record),
-        ending,  # type: ignore[arg-type]
-        None,
-        None,
-        keep=bool(record.details.get("keep_worktree")),
-        image=record.image,
-    )
 
 
 def rm(

@@ -235,23 +235,7 @@ class Batch:
         for run in store.list_runs(task_id=task.id, states=LIVE_RUN_STATES):
             if self.owner_alive(run.owner) is True and run.owner != self.owner:
                 continue
-            repo = None
-            repo_path = run.details.get("repo")
-            if isinstance(repo_path, str):
-                try:
-                    repo = service.env.open_repo(repo_path)
-                except LauncherError:
-                    repo = None
-            settled = service.settle(
-                repo,
-                run,
-                service.paths(run),
-                "lost",
-                None,
-                "the batch that ran it died; its lease expired",
-                keep=bool(run.details.get("keep_worktree")),
-                image=run.image,
-            )
+            settled = service.settle_record(run, "lost", "the batch that ran it died; its lease expired")
             self._emit("settled", task.id, index, run_id=run.id, state=settled.state.value)
 
     # -- bookkeeping ---------------------------------------------------------------------

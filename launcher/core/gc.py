@@ -84,16 +84,7 @@ class GarbageCollector:
             )
 
     def _settle(self, run: RunRecord) -> None:
-        self.service.settle(
-            self._repo(run),
-            run,
-            self.service.paths(run),
-            "lost",
-            None,
-            "the launcher that owned this run died",
-            keep=bool(run.details.get("keep_worktree", False)),
-            image=run.image,
-        )
+        self.service.settle_record(run, "lost", "the launcher that owned this run died")
 
     def _run_or_none(self, run_id: str | None) -> RunRecord | None:
         if not run_id:

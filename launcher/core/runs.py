@@ -424,6 +424,26 @@ class RunService:
 
     # -- harvesting and settling ---------------------------------------------------------
 
+    def settle_record(self, run: RunRecord, ending: Ending | Literal["lost"], reason: str | None) -> RunRecord:
+        """Settle a run from its record alone (its launcher is gone): gc, stop, a batch taking over."""
+        repo: RepoPort | None = None
+        repo_path = run.details.get("repo")
+        if isinstance(repo_path, str):
+            try:
+                repo = self.env.open_repo(repo_path)
+            except LauncherError:
+                repo = None  # the repository moved or vanished: still remove what can be removed
+        return self.settle(
+            repo,
+            run,
+            self.paths(run),
+            ending,
+            None,
+            reason,
+            keep=bool(run.details.get("keep_worktree")),
+            image=run.image,
+        )
+
     def settle(
         self,
         repo: RepoPort | None,
