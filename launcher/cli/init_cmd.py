@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         from launcher.core.setup import initialise
 
         app_ = app_of(ctx)
-        report = initialise(app_.layout, app_.store)
+        app_.store  # noqa: B018 - opening the store creates and migrates it
+        report = initialise(app_.layout)
         adoption = app_.reconcile(full=True)
         if as_json:
             emit_json({**report.model_dump(mode="json"), "adoption": adoption.model_dump(mode="json")})

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from launcher.core.ports import Coordinator
 from launcher.errors import StateStoreError
 from launcher.settings import DEFAULT_CONFIG_TEXT, Layout
 
@@ -17,7 +16,9 @@ class InitReport(BaseModel):
     created: list[str]
 
 
-def initialise(layout: Layout, store: Coordinator) -> InitReport:
+def initialise(layout: Layout) -> InitReport:
+    """Folders, launcher.toml and a .gitignore for the state folder; the caller opens (and so
+    creates and migrates) the state store itself."""
     created: list[str] = []
     for folder in (layout.state_dir, layout.tasks_dir / "active", layout.worktrees_dir, layout.runs_dir):
         if not folder.exists():
@@ -27,9 +28,8 @@ def initialise(layout: Layout, store: Coordinator) -> InitReport:
                 raise StateStoreError(f"cannot create {folder}: {exc.strerror or exc}") from exc
             created.append(str(folder))
     _write_once(layout.config_file, DEFAULT_CONFIG_TEXT, created)
-    # The state store itself was opened (and migrated) by the caller; keep it out of commits.
+    # launcher's own state never belongs in the harness's commits.
     _write_once(layout.state_dir / ".gitignore", "*\n", created)
-    del store
     return InitReport(root=str(layout.root), state_url=layout.state_url(), created=created)
 
 
