@@ -10,9 +10,14 @@ import io
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +77,73 @@ def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: floa
         check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# -- shared by the Docker suites (runs, security, faults, harness, batch, stack) -------------
+
+AGENT_IMAGE = "launcher/agent-base:latest"
+NO_DOCKER = "this machine has no reachable Docker engine"
+T = TypeVar("T")
+
+
+def clean_env(extra: dict[str, str] | None = None, *, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """This environment without anything that would pick another root, store or git dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_", "LAUNCHER_", *drop))}
+    env.update(extra or {})
+    return env
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def docker_reachable() -> bool:
+    try:
+        proc = subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def docker_client() -> Any:
+    import docker
+
+    return docker.from_env(timeout=120)
+
+
+def containers_of(root: Path) -> list[Any]:
+    """Every container (running or not) that carries ``launcher.root=<root>``."""
+    client = docker_client()
+    try:
+        return list(client.containers.list(all=True, filters={"label": f"launcher.root={root}"}))
+    finally:
+        client.close()
+
+
+def repo_git(repo: Path, *args: str) -> str:
+    """git in a repository the test made, whoever owns it (safe.directory for this path only)."""
+    return git("-c", f"safe.directory={repo}", *args, cwd=repo)
+
+
+def ensure_agent_image() -> str:
+    """`launcher image build agent-base` (a no-op when its content hash is unchanged); skip without Docker."""
+    if not docker_reachable():
+        pytest.skip(NO_DOCKER)
+    proc = subprocess.run(
+        [sys.executable, "-m", "launcher", "image", "build", "agent-base"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=clean_env(),
+        check=False,
+    )
+    assert proc.returncode == 0, f"`launcher image build agent-base` failed:\n{proc.stdout}\n{proc.stderr}"
+    return AGENT_IMAGE

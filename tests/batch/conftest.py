@@ -12,89 +12,25 @@ exact label is touched. Launcher processes a test started and left alive are kil
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from helpers import clean_env, containers_of, ensure_agent_image, wait_for
+from helpers import make_repo as _make_repo
+from helpers import repo_git as git
 from pg import PgServer, pg_server
 
 from launcher.adapters.store import open_coordinator, sqlite_url
 from launcher.core.ports import Coordinator
 
 __all__ = ["Bench", "agent_image", "bench", "pg_server", "state_backend"]
-
-AGENT_IMAGE = "launcher/agent-base:latest"
-NO_DOCKER = "this machine has no reachable Docker engine"
-T = TypeVar("T")
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without anything that would pick another root, store or git dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_", "LAUNCHER_"))}
-    env.update(extra or {})
-    return env
-
-
-def git(repo: Path, *args: str) -> str:
-    env = clean_env(
-        {
-            "GIT_AUTHOR_NAME": "Test Author",
-            "GIT_AUTHOR_EMAIL": "author@example.invalid",
-            "GIT_COMMITTER_NAME": "Test Author",
-            "GIT_COMMITTER_EMAIL": "author@example.invalid",
-        }
-    )
-    return subprocess.run(
-        ["git", "-c", f"safe.directory={repo}", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("# batch demo\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial commit")
-    return path
-
-
-def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def docker_reachable() -> bool:
-    try:
-        proc = subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
-
-
-def containers_of(root: Path) -> list[Any]:
-    """Every container (running or not) labelled ``launcher.root=<root>``."""
-    import docker
-
-    client = docker.from_env(timeout=120)
-    try:
-        return list(client.containers.list(all=True, filters={"label": f"launcher.root={root}"}))
-    finally:
-        client.close()
 
 
 @dataclass
@@ -236,18 +172,7 @@ class Bench:
 @pytest.fixture(scope="session")
 def agent_image() -> str:
     """The agent image, built once per session (a no-op when its content hash is unchanged)."""
-    if not docker_reachable():
-        pytest.skip(NO_DOCKER)
-    proc = subprocess.run(
-        [sys.executable, "-m", "launcher", "image", "build", "agent-base"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=clean_env(),
-        check=False,
-    )
-    assert proc.returncode == 0, f"`launcher image build agent-base` failed:\n{proc.stdout}\n{proc.stderr}"
-    return AGENT_IMAGE
+    return ensure_agent_image()
 
 
 @pytest.fixture
@@ -289,3 +214,8 @@ def _state_url(request: pytest.FixtureRequest, backend: str, root: Path) -> Iter
     server: PgServer = request.getfixturevalue("pg_server")
     with server.database() as url:
         yield url
+
+
+def make_repo(path: Path) -> Path:
+    """A repository with one commit on main, where batch agents commit their files."""
+    return _make_repo(path, {"README.md": "# batch demo\n"})

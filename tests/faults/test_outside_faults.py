@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runs"))
 
-from runkit import Case, agent_image, case, docker_client, launcher_roots, repo_git, wait_for
+from helpers import docker_client
+from runkit import Case, agent_image, case, launcher_roots, repo_git, wait_for
 
 __all__ = ["agent_image", "case", "launcher_roots"]
 pytestmark = pytest.mark.docker

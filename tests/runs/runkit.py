@@ -18,77 +18,29 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from helpers import CliResult, git, make_repo
+from helpers import (
+    CliResult,
+    containers_of,
+    ensure_agent_image,
+    git,
+    make_repo,
+    repo_git,
+    wait_for,
+)
+from helpers import clean_env as cli_env
 
 __all__ = ["CliResult", "git", "make_repo"]
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-AGENT_IMAGE = "launcher/agent-base:latest"
-NO_DOCKER = "this machine has no reachable Docker engine"
-T = TypeVar("T")
-
-
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The launcher's environment: this one, without anything that would pick another root or store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_", "LAUNCHER_"))}
-    env.update(extra or {})
-    return env
-
-
-def wait_for(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- Docker -------------------------------------------------------------------------------
-
-
-def docker_reachable() -> bool:
-    try:
-        proc = subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
-
-
-def docker_client() -> Any:
-    import docker
-
-    return docker.from_env(timeout=120)
-
-
-def containers_of(root: Path) -> list[Any]:
-    """Every container (running or not) that carries ``launcher.root=<root>``."""
-    return docker_client().containers.list(all=True, filters={"label": f"launcher.root={root}"})
-
-
-def ensure_agent_image() -> str:
-    if not docker_reachable():
-        pytest.skip(NO_DOCKER)
-    proc = subprocess.run(
-        [sys.executable, "-m", "launcher", "image", "build", "agent-base"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=cli_env(),
-        check=False,
-    )
-    assert proc.returncode == 0, f"`launcher image build agent-base` failed:\n{proc.stdout}\n{proc.stderr}"
-    return AGENT_IMAGE
 
 
 # -- a case root driven through the CLI ------------------------------------------------------
@@ -190,11 +142,6 @@ def facts(output: str) -> dict[str, str]:
 
 
 # -- repositories -----------------------------------------------------------------------
-
-
-def repo_git(repo: Path, *args: str) -> str:
-    """git in a repository the test made, whoever owns it (safe.directory for this path only)."""
-    return git("-c", f"safe.directory={repo}", *args, cwd=repo)
 
 
 def head_of(repo: Path, ref: str = "HEAD") -> str:

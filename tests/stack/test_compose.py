@@ -12,11 +12,9 @@ labelled ``launcher.root=<our root>`` or belonging to our project is removed. No
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,42 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import NO_DOCKER, docker_client, docker_reachable, ensure_agent_image
+from helpers import clean_env as _clean_env
+from helpers import repo_git as git
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 NO_COMPOSE = "this machine lacks docker-compose (Debian package docker-compose)"
-NO_DOCKER = "this machine has no reachable Docker engine"
 BUILD_TIMEOUT_S = 1200
 RUNS_DEADLINE_S = 180
 N_TASKS = 3
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_", "LAUNCHER_", "COMPOSE_"))}
-    env.update(extra or {})
-    return env
-
-
-def git(repo: Path, *args: str) -> str:
-    env = clean_env(
-        {
-            "GIT_AUTHOR_NAME": "Test Author",
-            "GIT_AUTHOR_EMAIL": "author@example.invalid",
-            "GIT_COMMITTER_NAME": "Test Author",
-            "GIT_COMMITTER_EMAIL": "author@example.invalid",
-        }
-    )
-    return subprocess.run(
-        ["git", "-c", f"safe.directory={repo}", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def docker_client() -> Any:
-    import docker
-
-    return docker.from_env(timeout=120)
 
 
 @dataclass
@@ -134,19 +108,16 @@ class Stack:
         return problems
 
 
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Also without COMPOSE_*: the test picks its own project name."""
+    return _clean_env(extra, drop=("COMPOSE_",))
+
+
 def local_ca_certs() -> str:
     """This machine's own CAs (Debian keeps locally added ones here): a build box behind an
     HTTPS-intercepting proxy hands them to the launcher image build, and so does this test."""
     folder = Path("/usr/local/share/ca-certificates")
     return "".join(p.read_text() for p in sorted(folder.glob("*.crt"))) if folder.is_dir() else ""
-
-
-def docker_reachable() -> bool:
-    try:
-        proc = subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
 
 
 @pytest.fixture
@@ -156,15 +127,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     if not docker_reachable():
         pytest.skip(NO_DOCKER)
     # The workers start runs of the default agent image on the host's engine: it must be there.
-    built = subprocess.run(
-        [sys.executable, "-m", "launcher", "image", "build", "agent-base"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=clean_env(),
-        check=False,
-    )
-    assert built.returncode == 0, f"`launcher image build agent-base` failed:\n{built.stdout}\n{built.stderr}"
+    ensure_agent_image()
 
     root = (tmp_path / "case").resolve()
     repo = root / "repos" / "api"

@@ -40,6 +40,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
+from launcher.adapters.store.rows import run_from_row, task_from_row
 from launcher.core.ports import Coordinator
 from launcher.core.transitions import RunState, TaskStatus, check_legal
 from launcher.errors import (
@@ -54,7 +55,6 @@ from launcher.models import (
     NewRun,
     NewTask,
     RunEventRecord,
-    RunOwner,
     RunRecord,
     TaskRecord,
     TransitionRecord,
@@ -386,7 +386,7 @@ class PostgresCoordinator(Coordinator):
         row = cur.fetchone()
         if row is None:
             raise NotFoundError(f"no task {task_id!r}", hint="`launcher task list` shows the known tasks")
-        return _task_from_row(row)
+        return task_from_row(row)
 
     def get_task(self, task_id: str) -> TaskRecord:
         return self._transact(lambda cur: self._task_row(cur, task_id))
@@ -396,14 +396,14 @@ class PostgresCoordinator(Coordinator):
             cur.execute("SELECT * FROM tasks WHERE id = %s", (ref,))
             row = cur.fetchone()
             if row is not None:
-                return _task_from_row(row)
+                return task_from_row(row)
             prefix, _, number = ref.rpartition("-")
             # ASCII digits only ("²".isdigit() is true, int() refuses it) and within BIGINT.
             if prefix and number.isascii() and number.isdigit() and len(number) <= 18:
                 cur.execute("SELECT * FROM tasks WHERE prefix = %s AND number = %s", (prefix, int(number)))
                 row = cur.fetchone()
                 if row is not None:
-                    return _task_from_row(row)
+                    return task_from_row(row)
             raise NotFoundError(f"no task {ref!r}", hint="`launcher task list` shows the known tasks")
 
         return self._transact(body)
@@ -416,7 +416,7 @@ class PostgresCoordinator(Coordinator):
                 cur.execute(
                     'SELECT * FROM tasks WHERE status = %s ORDER BY prefix COLLATE "C", number', (status.value,)
                 )
-            return [_task_from_row(r) for r in cur.fetchall()]
+            return [task_from_row(r) for r in cur.fetchall()]
 
         return self._transact(body)
 
@@ -703,7 +703,7 @@ class PostgresCoordinator(Coordinator):
         row = cur.fetchone()
         if row is None:
             raise NotFoundError(f"no run {run_id!r}", hint="`launcher ps --all` shows the known runs")
-        return _run_from_row(row)
+        return run_from_row(row)
 
     def get_run(self, run_id: str) -> RunRecord:
         return self._transact(lambda cur: self._run_row(cur, run_id))
@@ -721,7 +721,7 @@ class PostgresCoordinator(Coordinator):
 
         def body(cur: Cursor) -> list[RunRecord]:
             cur.execute(query, params)
-            return [_run_from_row(r) for r in cur.fetchall()]
+            return [run_from_row(r) for r in cur.fetchall()]
 
         return self._transact(body)
 
@@ -853,55 +853,3 @@ def _encode_run_value(key: str, value: Any, current: RunRecord) -> Any:
     if key == "cancel_requested":
         return bool(value)
     return value
-
-
-def _task_from_row(row: DictRow) -> TaskRecord:
-    return TaskRecord(
-        id=row["id"],
-        prefix=row["prefix"],
-        number=row["number"],
-        slug=row["slug"],
-        title=row["title"],
-        repo=row["repo"],
-        repo_path=row["repo_path"],
-        base_ref=row["base_ref"],
-        image=row["image"],
-        command=json.loads(row["command"]),
-        status=row["status"],
-        queued=bool(row["queued"]),
-        version=row["version"],
-        doc=json.loads(row["doc"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        file_path=row["file_path"],
-        file_sha256=row["file_sha256"],
-        origin=row["origin"],
-        queued_at=row["queued_at"],
-        lease_owner=row["lease_owner"],
-        lease_expires=row["lease_expires"],
-        claims=row["claims"],
-    )
-
-
-def _run_from_row(row: DictRow) -> RunRecord:
-    owner = RunOwner.model_validate_json(row["owner"]) if row["owner"] else None
-    return RunRecord(
-        id=row["id"],
-        seq=row["seq"],
-        task_id=row["task_id"],
-        attempt=row["attempt"],
-        state=row["state"],
-        owner=owner,
-        branch=row["branch"],
-        worktree=row["worktree"],
-        image=row["image"],
-        container_id=row["container_id"],
-        exit_code=row["exit_code"],
-        uid=row["uid"],
-        cancel_requested=bool(row["cancel_requested"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        details=json.loads(row["details"]),
-    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.adapters.locks import file_lock
+from launcher.adapters.store.rows import run_from_row, task_from_row
 from launcher.core.ports import Coordinator
 from launcher.core.transitions import RunState, TaskStatus, check_legal
 from launcher.errors import (
@@ -30,7 +31,6 @@ from launcher.models import (
     NewRun,
     NewTask,
     RunEventRecord,
-    RunOwner,
     RunRecord,
     TaskRecord,
     TransitionRecord,
@@ -325,23 +325,23 @@ class SqliteCoordinator(Coordinator):
         row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no task {task_id!r}", hint="`launcher task list` shows the known tasks")
-        return _task_from_row(row)
+        return task_from_row(row)
 
     def get_task(self, task_id: str) -> TaskRecord:
         rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
         if not rows:
             raise NotFoundError(f"no task {task_id!r}", hint="`launcher task list` shows the known tasks")
-        return _task_from_row(rows[0])
+        return task_from_row(rows[0])
 
     def resolve_task(self, ref: str) -> TaskRecord:
         rows = self._read("SELECT * FROM tasks WHERE id = ?", (ref,))
         if rows:
-            return _task_from_row(rows[0])
+            return task_from_row(rows[0])
         prefix, _, number = ref.rpartition("-")
         if prefix and number.isascii() and number.isdigit() and len(number) < 12:
             rows = self._read("SELECT * FROM tasks WHERE prefix = ? AND number = ?", (prefix, int(number)))
             if rows:
-                return _task_from_row(rows[0])
+                return task_from_row(rows[0])
         raise NotFoundError(f"no task {ref!r}", hint="`launcher task list` shows the known tasks")
 
     def list_tasks(self, status: TaskStatus | None = None) -> list[TaskRecord]:
@@ -349,7 +349,7 @@ class SqliteCoordinator(Coordinator):
             rows = self._read("SELECT * FROM tasks ORDER BY prefix, number")
         else:
             rows = self._read("SELECT * FROM tasks WHERE status = ? ORDER BY prefix, number", (status.value,))
-        return [_task_from_row(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     def transition(
         self, task_id: str, expected: TaskStatus, target: TaskStatus, *, reason: str | None, actor: str
@@ -589,13 +589,13 @@ class SqliteCoordinator(Coordinator):
         row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no run {run_id!r}", hint="`launcher ps --all` shows the known runs")
-        return _run_from_row(row)
+        return run_from_row(row)
 
     def get_run(self, run_id: str) -> RunRecord:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise NotFoundError(f"no run {run_id!r}", hint="`launcher ps --all` shows the known runs")
-        return _run_from_row(rows[0])
+        return run_from_row(rows[0])
 
     def list_runs(self, *, states: Iterable[RunState] | None = None, task_id: str | None = None) -> list[RunRecord]:
         sql, params = "SELECT * FROM runs WHERE 1 = 1", []
@@ -606,7 +606,7 @@ class SqliteCoordinator(Coordinator):
         if task_id is not None:
             sql += " AND task_id = ?"
             params.append(task_id)
-        return [_run_from_row(r) for r in self._read(sql + " ORDER BY seq", tuple(params))]
+        return [run_from_row(r) for r in self._read(sql + " ORDER BY seq", tuple(params))]
 
     def update_run(
         self,
@@ -673,55 +673,3 @@ def _encode_run_value(key: str, value: Any, current: RunRecord) -> Any:
     if key == "cancel_requested":
         return int(bool(value))
     return value
-
-
-def _task_from_row(row: sqlite3.Row) -> TaskRecord:
-    return TaskRecord(
-        id=row["id"],
-        prefix=row["prefix"],
-        number=row["number"],
-        slug=row["slug"],
-        title=row["title"],
-        repo=row["repo"],
-        repo_path=row["repo_path"],
-        base_ref=row["base_ref"],
-        image=row["image"],
-        command=json.loads(row["command"]),
-        status=row["status"],
-        queued=bool(row["queued"]),
-        version=row["version"],
-        doc=json.loads(row["doc"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        file_path=row["file_path"],
-        file_sha256=row["file_sha256"],
-        origin=row["origin"],
-        queued_at=row["queued_at"],
-        lease_owner=row["lease_owner"],
-        lease_expires=row["lease_expires"],
-        claims=row["claims"],
-    )
-
-
-def _run_from_row(row: sqlite3.Row) -> RunRecord:
-    owner = RunOwner.model_validate_json(row["owner"]) if row["owner"] else None
-    return RunRecord(
-        id=row["id"],
-        seq=row["seq"],
-        task_id=row["task_id"],
-        attempt=row["attempt"],
-        state=row["state"],
-        owner=owner,
-        branch=row["branch"],
-        worktree=row["worktree"],
-        image=row["image"],
-        container_id=row["container_id"],
-        exit_code=row["exit_code"],
-        uid=row["uid"],
-        cancel_requested=bool(row["cancel_requested"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        details=json.loads(row["details"]),
-    )
