@@ -97,11 +97,6 @@ class Layout:
         return self.state_dir / "runs"
 
     @property
-    def sandboxes_dir(self) -> Path:
-        """Per-run folders that are mounted into that run's container (private git dir, out)."""
-        return self.state_dir / "sandboxes"
-
-    @property
     def worktrees_dir(self) -> Path:
         configured = Path(self.config.run.worktrees_dir)
         return configured if configured.is_absolute() else self.root / configured

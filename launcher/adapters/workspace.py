@@ -107,11 +107,6 @@ def chown_tree(top: Path, uid: int, gid: int) -> None:
             os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
-def owner_of(path: Path) -> tuple[int, int]:
-    info = path.lstat()
-    return info.st_uid, info.st_gid
-
-
 def remove_tree(path: Path) -> None:
     """Remove a folder an agent wrote into. rmtree never follows symlinks out of it."""
     if not path.exists() and not path.is_symlink():

@@ -288,7 +288,7 @@ def logs(
     app_ = app_of(ctx)
     record = app_.store.get_run(run_id)
     path = app_.runs.paths(record).log
-    deadline_poll = 0.2
+    poll_seconds = 0.2
     offset = 0
     while True:
         try:
@@ -305,7 +305,7 @@ def logs(
             sys.stdout.buffer.flush()
         if not follow or record.state in TERMINAL_RUN_STATES:
             return
-        time.sleep(deadline_poll)  # a log file has no change notification that works everywhere
+        time.sleep(poll_seconds)  # a log file has no change notification that works everywhere
         record = app_.store.get_run(run_id)
 
 

@@ -16,7 +16,6 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -287,7 +286,3 @@ class Batch:
 
 def _exit_text(run: RunRecord) -> str:
     return f"exit {run.exit_code}" if run.exit_code is not None else (run.details.get("errors") or [""])[0][:200]
-
-
-def timestamp(moment: datetime) -> str:
-    return moment.strftime("%H:%M:%S")
