@@ -250,18 +250,27 @@ class Repository:
         self.mutate("worktree", "add", "--no-checkout", "-b", branch, str(path), base_sha)
 
     def remove_worktree(self, path: Path) -> None:
-        proc = self.git("worktree", "remove", "--force", "--force", str(path), check=False)
-        if proc.returncode != 0:
-            # The folder may already be gone or not a worktree any more; prune forgets it.
-            self.prune_worktrees()
+        with self.locked():
+            proc = self.git("worktree", "remove", "--force", "--force", str(path), check=False)
+            if proc.returncode != 0:
+                # The folder may already be gone or not a worktree any more; prune forgets it.
+                self._prune_holding_lock()
 
     def prune_worktrees(self) -> None:
+        with self.locked():
+            self._prune_holding_lock()
+
+    def _prune_holding_lock(self) -> None:
         """Forget worktrees whose folders are gone, including ones a killed `worktree add`
-        left locked ("initializing"), which plain `git worktree prune` skips."""
+        left locked ("initializing"), which plain `git worktree prune` skips.
+
+        The caller holds the repository lock: `worktree list` fails on a worktree that
+        another run is adding or pruning at that moment.
+        """
         for entry in self.worktrees():
             if entry.path != str(self.toplevel) and not Path(entry.path).exists():
                 self.git("worktree", "unlock", entry.path, check=False)
-        self.mutate("worktree", "prune")
+        self.git("worktree", "prune")
 
     def verify_bundle(self, bundle: Path) -> list[tuple[str, str]]:
         """``git bundle verify`` then its heads as (sha, ref) pairs.
