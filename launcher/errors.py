@@ -23,6 +23,7 @@ class ExitCode:
     RUN_TIMED_OUT = 11
     RUN_CANCELLED = 12
     RUN_LOST = 13
+    CAPACITY = 14  # a bounded pool (run network subnets) is used up until other runs end
     INTERRUPTED = 130
 
 
@@ -108,8 +109,21 @@ class DockerUnavailableError(DockerError, ConnectionError):
     code = "docker-unavailable"
 
 
+class SubnetInUseError(DockerError):
+    """Something else on the engine already uses a run-network subnet: take another slot."""
+
+    code = "subnet-in-use"
+
+
 class ImageNotFoundError(DockerError, LookupError):
     code = "image-not-found"
+
+
+class CapacityError(LauncherError, RuntimeError):
+    """Every slot of a bounded pool is held by live runs: worth retrying once some end."""
+
+    exit_code = ExitCode.CAPACITY
+    code = "capacity"
 
 
 class RunError(LauncherError, RuntimeError):

@@ -29,7 +29,9 @@ class RunDefaults(BaseModel):
     image: str = Field(default=DEFAULT_IMAGE, description="agent image when the task names none")
     command: list[str] = Field(default_factory=list, description="agent command when the task has none")
     timeout: float = Field(default=3600.0, gt=0, description="seconds before the container is killed")
-    network: Literal["none", "bridge"] = Field(default="none", description="container network")
+    network: Literal["none", "allowlist", "open", "bridge"] | None = Field(
+        default=None, description="deprecated: use [network].mode (bridge means open)"
+    )
     keep_worktree: bool = Field(default=False, description="keep the worktree after the run ends")
     worktrees_dir: str = Field(default=".launcher/worktrees", description="relative to the case root")
     base_ref: str = Field(default="HEAD", description="what a run's branch starts from")
@@ -41,11 +43,29 @@ class RunDefaults(BaseModel):
     uid_span: int = Field(default=40000, ge=16, description="how many per-run uids rotate")
 
 
+class NetworkSettings(BaseModel):
+    """[network] in launcher.toml: what runs may reach, through launcher's egress proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["none", "allowlist", "open", "bridge"] = Field(
+        default="allowlist", description="none: only lo; allowlist: named hosts; open: any public host"
+    )
+    allow: list[str] = Field(default_factory=list, description="HOST, *.SUFFIX or HOST:PORT for every run")
+    presets: list[str] = Field(default_factory=list, description="preset names allowed for every run")
+    preset: dict[str, list[str]] = Field(default_factory=dict, description="your own presets: name -> hosts")
+    subnet_pool: str = Field(default="10.213.0.0/16", description="where per-run /28 networks come from")
+    proxy_image: str = Field(default="launcher/egress-proxy:latest", description="image of the egress proxy")
+    egress_network: str = Field(default="bridge", description="Docker network the proxy reaches the internet on")
+    ca_file: str | None = Field(default=None, description="extra CA bundle the proxy trusts for --api-key upstreams")
+
+
 class LauncherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state_url: str | None = Field(default=None, description="coordinator URL; default SQLite in .launcher")
     run: RunDefaults = Field(default_factory=RunDefaults)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -59,7 +79,6 @@ DEFAULT_CONFIG_TEXT = """\
 # image = "launcher/agent-base:latest"   # agent image when a task names none
 # command = ["bash", "-lc", "make test"] # agent command when a task has none
 # timeout = 3600                          # seconds; the container is killed after it
-# network = "none"                        # none | bridge
 # keep_worktree = false                   # keep each run's worktree after it ends
 # worktrees_dir = ".launcher/worktrees"   # relative to the case root
 # base_ref = "HEAD"                       # what run branches start from
@@ -69,6 +88,19 @@ DEFAULT_CONFIG_TEXT = """\
 # runtime = "runsc"                       # optional OCI runtime (gVisor)
 # uid_base = 20000                        # per-run uids are uid_base + (run number % uid_span)
 # uid_span = 40000
+
+[network]
+# What runs may reach. Every run gets a network of its own whose only way out is launcher's
+# egress proxy; `launcher logs --egress RUN` shows what a run tried to reach.
+# mode = "allowlist"                      # none (only lo) | allowlist (named hosts) | open (any public host)
+# allow = ["pypi.org", "*.example.com", "git.example.com:22"]   # no port: 80 and 443
+# presets = ["pypi", "github"]            # built in: pypi debian npm github anthropic openai
+# subnet_pool = "10.213.0.0/16"           # each run takes a /28 from here
+# egress_network = "bridge"               # where the proxy itself reaches the internet
+# ca_file = "/etc/ssl/corp-ca.pem"        # extra CA the proxy trusts for --api-key upstreams
+#
+# [network.preset]
+# mirrors = ["mirror.example.com", "*.cdn.example.com"]
 """
 
 
@@ -95,6 +127,11 @@ class Layout:
     def runs_dir(self) -> Path:
         """Host-only per-run records: logs, harvested bundles. Never mounted into a run."""
         return self.state_dir / "runs"
+
+    @property
+    def egress_dir(self) -> Path:
+        """The egress proxy's policy files (in) and decision logs (out)."""
+        return self.state_dir / "egress"
 
     @property
     def worktrees_dir(self) -> Path:

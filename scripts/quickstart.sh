@@ -12,7 +12,7 @@ work="$(mkdir -p "${1:-$here/quickstart}" && cd "${1:-$here/quickstart}" && pwd)
 bash "$here/scripts/setup-venv.sh"
 bash "$here/scripts/ensure-base-image.sh"
 launcher() { "$here/.venv/bin/launcher" "$@"; }
-launcher image build agent-base
+launcher image build   # agent-base and egress-proxy
 
 repo="$work/demo-repo"
 if [ ! -d "$repo/.git" ]; then

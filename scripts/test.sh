@@ -9,7 +9,7 @@ cd "$here"
 
 bash scripts/setup-venv.sh
 bash scripts/ensure-base-image.sh
-.venv/bin/launcher image build agent-base
+.venv/bin/launcher image build
 
 echo "== ruff"
 .venv/bin/ruff check launcher tests benchmarks

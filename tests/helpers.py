@@ -119,13 +119,47 @@ def docker_client() -> Any:
     return docker.from_env(timeout=120)
 
 
-def containers_of(root: Path) -> list[Any]:
-    """Every container (running or not) that carries ``launcher.root=<root>``."""
+def containers_of(root: Path, *, include_proxy: bool = False) -> list[Any]:
+    """Every container (running or not) that carries ``launcher.root=<root>``.
+
+    The root's egress proxy is left out unless asked for: it outlives runs by design, until
+    `launcher gc` finds no run network left for it.
+    """
     client = docker_client()
     try:
-        return list(client.containers.list(all=True, filters={"label": f"launcher.root={root}"}))
+        found = client.containers.list(all=True, filters={"label": f"launcher.root={root}"})
+        return [c for c in found if include_proxy or c.labels.get("launcher.kind") != "egress-proxy"]
     finally:
         client.close()
+
+
+def networks_of(root: Path) -> list[Any]:
+    """Every Docker network that carries ``launcher.root=<root>`` (runs' own networks)."""
+    client = docker_client()
+    try:
+        return list(client.networks.list(filters={"label": f"launcher.root={root}"}))
+    finally:
+        client.close()
+
+
+def release_root(root: Path) -> list[str]:
+    """Remove everything launcher made on the engine for ``root``; what was left behind.
+
+    Run containers and run networks still present are reported (launcher must remove them
+    when runs end); the egress proxy is removed silently (it lives until `launcher gc`).
+    """
+    leftovers = []
+    for container in containers_of(root, include_proxy=True):
+        if container.labels.get("launcher.kind") != "egress-proxy":
+            leftovers.append(f"container {container.name} ({container.status}, labels {container.labels})")
+        container.remove(force=True)
+    for network in networks_of(root):
+        leftovers.append(f"network {network.name} (labels {network.attrs.get('Labels')})")
+        network.reload()
+        for member in network.attrs.get("Containers") or {}:
+            network.disconnect(member, force=True)
+        network.remove()
+    return leftovers
 
 
 def repo_git(repo: Path, *args: str) -> str:
@@ -134,16 +168,17 @@ def repo_git(repo: Path, *args: str) -> str:
 
 
 def ensure_agent_image() -> str:
-    """`launcher image build agent-base` (a no-op when its content hash is unchanged); skip without Docker."""
+    """`launcher image build` of the agent image and the egress proxy (no-ops when their content
+    hashes are unchanged); skip without Docker."""
     if not docker_reachable():
         pytest.skip(NO_DOCKER)
     proc = subprocess.run(
-        [sys.executable, "-m", "launcher", "image", "build", "agent-base"],
+        [sys.executable, "-m", "launcher", "image", "build", "agent-base", "egress-proxy"],
         capture_output=True,
         text=True,
         timeout=1800,
         env=clean_env(),
         check=False,
     )
-    assert proc.returncode == 0, f"`launcher image build agent-base` failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"`launcher image build agent-base egress-proxy` failed:\n{proc.stdout}\n{proc.stderr}"
     return AGENT_IMAGE

@@ -7,6 +7,7 @@ Heavy imports (pydantic models, the Docker SDK) happen inside the properties, so
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from launcher.adapters.projects import Projects
     from launcher.adapters.taskfiles import TaskFiles
     from launcher.core.adopt import AdoptionReport
+    from launcher.core.egress import RunEgress
     from launcher.core.ports import Coordinator
     from launcher.core.runs import RunService
     from launcher.core.tasks import RepoRef, TaskService
@@ -109,7 +111,49 @@ class Application:
                 projects_view=self.projects.run_view,
                 checkpoint=fault_point,
                 locate_repo=self.locate_repo,
+                network=self.config.network,
+                egress=self.make_egress(store),
             )
+        )
+
+    def make_egress(self, store: Coordinator) -> RunEgress:
+        from launcher.adapters.docker import install_egress_proxy
+        from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
+        from launcher.core.egress import RunEgress
+        from launcher.core.runs import root_tag
+        from launcher.core.subnets import SubnetPool
+
+        layout, net = self.layout, self.config.network
+        if os.geteuid() == 0:
+            # Not root, and not any run's uid: runs get uid_base and up.
+            proxy_ids = (self.config.run.uid_base - 1, self.config.run.uid_base - 1)
+        else:
+            proxy_ids = (os.getuid(), os.getgid())
+        script = install_egress_proxy(layout.state_dir)
+        policies, logs = layout.egress_dir / "policies", layout.egress_dir / "logs"
+        settings = ProxySettings(
+            root=str(self.root),
+            name=f"launcher-egress-{root_tag(self.root)}",
+            image=net.proxy_image,
+            egress_network=net.egress_network,
+            uid=proxy_ids[0],
+            gid=proxy_ids[1],
+            script=str(script),
+            script_sha256=hashlib.sha256(script.read_bytes()).hexdigest(),
+            policies_dir=str(policies),
+            logs_dir=str(logs),
+            ca_file=str(Path(net.ca_file).resolve()) if net.ca_file else None,
+            # Test-only: lets the proxy treat a local test network as the internet.
+            public_cidrs=[c for c in os.environ.get("LAUNCHER_TEST_EGRESS_PUBLIC_CIDRS", "").split(",") if c],
+            deny_addrs=host_addresses(),
+        )
+        return RunEgress(
+            store,
+            DockerEgress(settings, layout.locks_dir / "egress-proxy.lock"),
+            EgressFiles(policies, logs, proxy_ids),
+            SubnetPool(net.subnet_pool),
+            root=self.root,
+            root_tag=root_tag(self.root),
         )
 
     @cached_property

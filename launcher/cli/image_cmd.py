@@ -6,6 +6,9 @@ import typer
 
 from launcher.cli.app_context import emit_json
 
+# What `launcher run` needs: the default agent image, and the proxy every networked run uses.
+RUN_IMAGES = ("agent-base", "egress-proxy")
+
 image_app = typer.Typer(help="Build the agent images launcher runs.", no_args_is_help=True)
 
 
@@ -15,7 +18,11 @@ def register(app: typer.Typer) -> None:
 
 @image_app.command("build")
 def build(
-    name: str = typer.Argument("agent-base", help="Folder under images/ to build."),
+    names: list[str] = typer.Argument(
+        None,
+        metavar="[NAME]...",
+        help="Folders under images/ to build (default: what runs need: agent-base and egress-proxy).",
+    ),
     images_dir: str = typer.Option(
         None, "--images-dir", help="Where image folders live (default: ./images of launcher)."
     ),
@@ -26,9 +33,13 @@ def build(
     from launcher.adapters.docker.images import build_image, find_images_dir
 
     progress = None if as_json else (lambda line: typer.echo(line, err=True))
-    result = build_image(find_images_dir(images_dir), name, force=force, progress=progress)
+    folder = find_images_dir(images_dir)
+    results = []
+    for name in names or RUN_IMAGES:
+        result = build_image(folder, name, force=force, progress=progress)
+        results.append(result.model_dump())
+        if not as_json:
+            verb = "built" if result.built else "up to date"
+            typer.echo(f"{result.tag} ({verb}), also tagged {result.latest}")
     if as_json:
-        emit_json(result.model_dump())
-    else:
-        verb = "built" if result.built else "up to date"
-        typer.echo(f"{result.tag} ({verb}), also tagged {result.latest}")
+        emit_json(results[0] if len(results) == 1 else results)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -40,34 +41,17 @@ def register(app: typer.Typer) -> None:
 def run_view(run: RunRecord) -> dict[str, Any]:
     data: dict[str, Any] = dump(run)
     data["log"] = run.details.get("log")
+    egress = run.details.get("egress") or {}
+    data["egress"] = {k: egress.get(k) for k in ("decisions", "allowed", "denied", "log")} if egress else None
     return data
 
 
-def _request(
-    task: str,
-    command: list[str],
-    image: str | None,
-    timeout: float | None,
-    keep_worktree: bool | None,
-    secrets: list[str],
-    network: str | None,
-    runtime: str | None,
-) -> RunRequest:
+def _request(task: str, command: list[str], network: str | None, **options: Any) -> RunRequest:
+    from launcher.core.netpolicy import normalise_mode
     from launcher.core.runs import RunRequest
-    from launcher.errors import InvalidInputError
 
-    if network not in (None, "none", "bridge"):
-        raise InvalidInputError(f"--network {network!r}: choose none or bridge")
-    return RunRequest(
-        task=task,
-        command=command,
-        image=image,
-        timeout=timeout,
-        keep_worktree=keep_worktree,
-        secrets=secrets,
-        network=network,  # type: ignore[arg-type]
-        runtime=runtime,
-    )
+    mode = normalise_mode(network) if network is not None else None
+    return RunRequest(task=task, command=command, network=mode, **{k: v for k, v in options.items() if v is not None})
 
 
 def run(
@@ -96,7 +80,32 @@ def run(
         "--secret",
         help="Pass a secret as an env var: NAME (from launcher's env) or NAME=FILE. Repeatable.",
     ),
-    network: str = typer.Option(None, "--network", metavar="none|bridge", help="none (default) or bridge."),
+    network: str = typer.Option(
+        None,
+        "--network",
+        metavar="none|allowlist|open",
+        help="allowlist (default): only hosts named by --allow/--preset/launcher.toml, through launcher's "
+        "proxy; open: any public host through the proxy; none: no network at all. bridge means open.",
+    ),
+    allow: list[str] = typer.Option(
+        None,
+        "--allow",
+        metavar="HOST[:PORT]",
+        help="Let the run reach HOST (exact, or *.SUFFIX for names under SUFFIX; no port: 80 and 443). Repeatable.",
+    ),
+    preset: list[str] = typer.Option(
+        None,
+        "--preset",
+        metavar="NAME",
+        help="Allow a named host list: pypi, debian, npm, github, anthropic, openai, or one from launcher.toml.",
+    ),
+    api_key: list[str] = typer.Option(
+        None,
+        "--api-key",
+        metavar="NAME=UPSTREAM",
+        help="e.g. ANTHROPIC_API_KEY=https://api.anthropic.com: the proxy adds the key from launcher's env to "
+        "requests for UPSTREAM; the agent gets NAME as a placeholder and *_BASE_URL pointing at the proxy.",
+    ),
     runtime: str = typer.Option(None, "--runtime", metavar="RUNTIME", help="OCI runtime, e.g. runsc (gVisor)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
@@ -112,6 +121,8 @@ def run(
       launcher run demo-1 -- bash -lc 'make test'
       launcher run demo-1 --keep-worktree --timeout 600
       launcher run --repo ../api --title "Bump deps" -- ./agent.sh
+      launcher run demo-1 --preset pypi --allow git.example.com -- pip install -e .
+      launcher run demo-1 --api-key ANTHROPIC_API_KEY=https://api.anthropic.com -- claude -p "…"
     """
     from launcher.adapters.procinfo import current_owner
     from launcher.errors import InvalidInputError
@@ -127,7 +138,19 @@ def run(
         if not items:
             raise InvalidInputError("name a task to run (TASK_ID), or create one with --repo and --title")
         task_ref, command = items[0], items[1:]
-    request = _request(task_ref, command, image, timeout, keep_worktree, secret or [], network, runtime)
+    request = _request(
+        task_ref,
+        command,
+        network,
+        image=image,
+        timeout=timeout,
+        keep_worktree=keep_worktree,
+        secrets=secret,
+        allow=allow,
+        presets=preset,
+        api_keys=api_key,
+        runtime=runtime,
+    )
     if detach:
         run_id = _spawn_supervisor(app_, request)
         record = app_.store.get_run(run_id)
@@ -172,6 +195,13 @@ def _report(record: RunRecord, as_json: bool) -> None:
         if record.details.get("oom_killed"):
             limit = record.details.get("memory_limit")
             typer.echo(f"launcher: the agent was killed for running out of memory (limit {limit})", err=True)
+        egress = record.details.get("egress") or {}
+        if egress.get("denied") or egress.get("allowed"):
+            typer.echo(
+                f"launcher: network: reached {', '.join(egress.get('allowed') or []) or 'nothing'}; "
+                f"refused {', '.join(egress.get('denied') or []) or 'nothing'} (launcher logs --egress {record.id})",
+                err=True,
+            )
         for problem in record.details.get("errors") or []:
             typer.echo(f"launcher: {problem}", err=True)
         changes = record.details.get("task_changes") or {}
@@ -280,25 +310,41 @@ def logs(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., help="Run ID (see `launcher ps`)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    egress: bool = typer.Option(
+        False,
+        "--egress",
+        help="Print the run's network decisions instead: one JSON line per host it tried to reach "
+        "(decision allow|deny, reason, status).",
+    ),
 ) -> None:
-    """Print a run's log (agent output, secrets redacted)."""
+    """Print a run's log (agent output, secrets redacted), or with --egress what it tried to reach."""
     from launcher.core.transitions import TERMINAL_RUN_STATES
     from launcher.errors import NotFoundError
 
     app_ = app_of(ctx)
     record = app_.store.get_run(run_id)
-    path = app_.runs.paths(record).log
+    paths = app_.runs.paths(record)
+    live_egress_log = app_.layout.egress_dir / "logs" / f"{record.id}.jsonl"
+
+    def current_path() -> Path:
+        if not egress:
+            return paths.log
+        # The proxy appends while the run lives; settling moves the file to the run's record.
+        settled = paths.record / "egress.jsonl"
+        return settled if settled.exists() or not live_egress_log.exists() else live_egress_log
+
     poll_seconds = 0.2
     offset = 0
     while True:
         try:
-            with open(path, "rb") as handle:
+            with open(current_path(), "rb") as handle:
                 handle.seek(offset)
                 data = handle.read()
         except FileNotFoundError:
             data = b""
             if not follow and record.state in TERMINAL_RUN_STATES:
-                raise NotFoundError(f"run {run_id} has no log") from None
+                what = "network decision log (it made no requests, or ran with --network none)" if egress else "log"
+                raise NotFoundError(f"run {run_id} has no {what}") from None
         if data:
             offset += len(data)
             sys.stdout.buffer.write(data)

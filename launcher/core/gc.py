@@ -47,9 +47,11 @@ class GarbageCollector:
         self._settle_orphaned_runs(report)
         self._remove_stray_containers(report)
         self._remove_stray_folders(report)
+        if self.env.egress is not None:
+            self._collect_egress(report)
         return report
 
-    def _act(self, report: GcReport, action: GcAction, do: Callable[[], None]) -> None:
+    def _act(self, report: GcReport, action: GcAction, do: Callable[[], object]) -> None:
         report.actions.append(action)
         if report.dry_run:
             return
@@ -97,6 +99,8 @@ class GarbageCollector:
     def _remove_stray_containers(self, report: GcReport) -> None:
         sandbox = self.env.sandbox
         for container in sandbox.list({"launcher.root": str(self.env.root)}):
+            if container.labels.get("launcher.kind") == "egress-proxy":
+                continue  # shared by every run of this root: removed below once no run needs it
             run = self._run_or_none(container.labels.get("launcher.run-id"))
             if run is not None and run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
                 continue
@@ -126,6 +130,53 @@ class GarbageCollector:
                     GcAction(kind=f"remove-{folder_kind}", target=str(entry), reason=why),
                     lambda entry=entry, run=run, kind=folder_kind: self._remove_folder(entry, run, kind),  # type: ignore[misc]
                 )
+
+    def _settled(self, run_id: str | None) -> tuple[bool, str]:
+        """Whether what belongs to ``run_id`` may go, and why."""
+        run = self._run_or_none(run_id)
+        if run is None:
+            return True, "its run is unknown"
+        if run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
+            return False, ""
+        return True, f"its run is {run.state.value}"
+
+    def _collect_egress(self, report: GcReport) -> None:
+        egress = self.env.egress
+        assert egress is not None
+        for network in egress.networks.networks():
+            may_go, why = self._settled(network.labels.get("launcher.run-id"))
+            if may_go:
+                self._act(
+                    report,
+                    GcAction(kind="remove-network", target=network.name, reason=why),
+                    lambda name=network.name: egress.networks.remove_network(name),  # type: ignore[misc]
+                )
+        for run_id in egress.files.policy_runs():
+            may_go, why = self._settled(run_id)
+            if may_go:
+                self._act(
+                    report,
+                    GcAction(kind="remove-egress-policy", target=run_id, reason=why),
+                    lambda run_id=run_id: egress.files.remove_policy(run_id),  # type: ignore[misc]
+                )
+        for slot, run_id in sorted(egress.store.subnet_leases().items()):
+            may_go, why = self._settled(run_id)
+            if may_go:
+                self._act(
+                    report,
+                    GcAction(kind="release-subnet", target=f"{slot} ({run_id})", reason=why),
+                    lambda run_id=run_id: egress.store.release_subnet(run_id),  # type: ignore[misc]
+                )
+        if report.dry_run:
+            return
+        # Last: the proxy goes once no run network is left for it to serve.
+        action = GcAction(kind="remove-egress-proxy", target="egress proxy", reason="no run needs it")
+        try:
+            action.done = egress.networks.remove_proxy_if_idle()
+        except LauncherError as exc:
+            action.error = str(exc)
+        if action.done or action.error:
+            report.actions.append(action)
 
     def _remove_folder(self, path: Path, run: RunRecord | None, kind: str) -> None:
         self.env.workspace.remove_tree(path)

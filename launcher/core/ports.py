@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from launcher.core.runlayout import PrivateGitSpec, RunPaths
+from launcher.core.subnets import RunSubnet
 from launcher.core.transitions import RunState, TaskStatus
 from launcher.models import (
     AdoptedTask,
@@ -120,6 +121,25 @@ class Coordinator(ABC):
     @abstractmethod
     def run_events(self, run_id: str) -> list[RunEventRecord]: ...
 
+    # -- network subnets: like IDs, allocated in one transaction, never held twice --
+
+    @abstractmethod
+    def lease_subnet(self, run_id: str, slots: int, skip: Iterable[int] = ()) -> int:
+        """Give the run the lowest free slot in ``[0, slots)`` that is not in ``skip``.
+
+        A run holds at most one slot: a second lease replaces its first (how a caller moves
+        on from a slot that Docker refused because something else on the engine uses it).
+        Raises ``CapacityError`` when every slot is taken.
+        """
+
+    @abstractmethod
+    def release_subnet(self, run_id: str) -> bool:
+        """Free the run's slot; False when it held none."""
+
+    @abstractmethod
+    def subnet_leases(self) -> dict[int, str]:
+        """Every held slot and the run holding it."""
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -186,6 +206,49 @@ class ContainerInfo(BaseModel):
     name: str
     status: str
     labels: dict[str, str]
+
+
+class NetworkInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    labels: dict[str, str]
+
+
+class EgressNetworkPort(Protocol):
+    """Per-run networks and the proxy that is their only way out."""
+
+    def check_image(self) -> None: ...
+
+    def create_network(self, name: str, subnet: RunSubnet, labels: dict[str, str]) -> None:
+        """Raises SubnetInUseError when something else on the engine holds the subnet."""
+
+    def remove_network(self, name: str) -> None: ...
+
+    def networks(self) -> list[NetworkInfo]: ...
+
+    def attach_proxy(self, network: str, ip: str) -> None: ...
+
+    def detach_proxy(self, network: str) -> None: ...
+
+    def remove_proxy_if_idle(self) -> bool: ...
+
+
+class EgressFilesPort(Protocol):
+    """Policy files the proxy reads and decision logs it writes."""
+
+    def prepare(self) -> None: ...
+
+    def write_policy(self, run_id: str, document: dict[str, Any]) -> None: ...
+
+    def remove_policy(self, run_id: str) -> None: ...
+
+    def policy_runs(self) -> list[str]: ...
+
+    def log_name(self, run_id: str) -> str: ...
+
+    def take_log(self, run_id: str, dest: Path) -> list[dict[str, Any]]: ...
 
 
 class Sandbox(Protocol):

@@ -11,13 +11,21 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.core.egress import RunEgress, RunNetwork
 from launcher.core.harvest import MARKER_NAMES, judge_task_changes, parse_agent_result, parse_marker
+from launcher.core.netpolicy import (
+    EgressPolicy,
+    agent_environment,
+    build_policy,
+    normalise_mode,
+    resolve_key_values,
+)
 from launcher.core.ports import (
     Coordinator,
     MountSpec,
@@ -41,7 +49,7 @@ from launcher.core.runlayout import (
 from launcher.core.transitions import RunState
 from launcher.errors import InvalidInputError, LauncherError, TransitionConflictError
 from launcher.models import NewRun, RunOwner, RunRecord, TaskRecord, utcnow
-from launcher.settings import RunDefaults
+from launcher.settings import NetworkSettings, RunDefaults
 
 BUNDLE_MAX_BYTES = 512 * 1024 * 1024
 MARKER_MAX_BYTES = 256 * 1024
@@ -61,7 +69,10 @@ class RunRequest(BaseModel):
     command: list[str] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0)
     keep_worktree: bool | None = None
-    network: Literal["none", "bridge"] | None = None
+    network: Literal["none", "allowlist", "open", "bridge"] | None = None
+    allow: list[str] = Field(default_factory=list, description="HOST, *.SUFFIX or HOST:PORT")
+    presets: list[str] = Field(default_factory=list, description="named host lists")
+    api_keys: list[str] = Field(default_factory=list, description="NAME=UPSTREAM; the proxy holds the key")
     secrets: list[str] = Field(default_factory=list, description="NAME (host env) or NAME=FILE")
     runtime: str | None = None
 
@@ -74,11 +85,12 @@ class RunPlan:
     command: list[str]
     timeout: float
     keep_worktree: bool
-    network: str
+    egress: EgressPolicy
     runtime: str | None
     base_sha: str
     base_branch: str | None
     secrets: dict[str, str]
+    api_key_values: dict[str, str]
 
 
 @dataclass
@@ -105,6 +117,9 @@ class RunEnvironment:
     # wins over the absolute path recorded at creation, so a harness checked out elsewhere
     # (a CI runner, a build box) still finds its repositories.
     locate_repo: Callable[[TaskRecord], str | None] = lambda task: task.repo_path
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    # None where no Docker engine backs the runs; then only --network none can run.
+    egress: RunEgress | None = None
 
 
 def resolve_secrets(names: list[str], environ: dict[str, str]) -> dict[str, str]:
@@ -180,6 +195,11 @@ class RunService:
                 hint="launcher mounts only this repository's objects; `git repack -a -d` makes it self-contained",
             )
         base_sha = repo.resolve_commit(task.base_ref)
+        egress = self._egress_policy(request)
+        if egress.mode != "none":
+            if self.env.egress is None:
+                raise InvalidInputError("this launcher has no egress proxy; run with --network none")
+            self.env.egress.check()
         return RunPlan(
             task=task,
             repo=repo,
@@ -187,11 +207,26 @@ class RunService:
             command=command,
             timeout=request.timeout or d.timeout,
             keep_worktree=d.keep_worktree if request.keep_worktree is None else request.keep_worktree,
-            network=request.network or d.network,
+            egress=egress,
             runtime=request.runtime or d.runtime,
             base_sha=base_sha,
             base_branch=repo.symbolic_branch(task.base_ref),
             secrets=resolve_secrets(request.secrets, environ),
+            api_key_values=resolve_key_values(egress, environ),
+        )
+
+    def _egress_policy(self, request: RunRequest) -> EgressPolicy:
+        configured = self.env.network
+        mode = normalise_mode(request.network or self.env.defaults.network or configured.mode)
+        if mode == "none":
+            # launcher.toml's hosts do not apply; hosts named for this run would be silently lost.
+            return build_policy(mode, request.allow, request.presets, request.api_keys, configured.preset)
+        return build_policy(
+            mode,
+            [*configured.allow, *request.allow],
+            [*configured.presets, *request.presets],
+            request.api_keys,
+            configured.preset,
         )
 
     def create(self, plan: RunPlan, owner: RunOwner) -> RunRecord:
@@ -208,7 +243,7 @@ class RunService:
                 "base_sha": plan.base_sha,
                 "base_branch": plan.base_branch,
                 "command": plan.command,
-                "network": plan.network,
+                "network": plan.egress.describe(),
                 "timeout": plan.timeout,
                 "keep_worktree": plan.keep_worktree,
                 "secrets": sorted(plan.secrets),
@@ -242,8 +277,9 @@ class RunService:
         try:
             run = store.update_run(run.id, expected=[RunState.CREATED], state=RunState.PREPARING)
             self._prepare(plan, run, paths, uid, gid)
+            network = self._open_network(plan, run)
             step("before:create")
-            container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid))
+            container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid, network))
             run = store.update_run(run.id, container_id=container_id)
             step("after:create")
             self.env.sandbox.start(container_id)
@@ -306,8 +342,19 @@ class RunService:
         # The worktree's real .git file stays the repository owner's: it is hidden from the run.
         ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
 
-    def _spec(self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int) -> SandboxSpec:
+    def _open_network(self, plan: RunPlan, run: RunRecord) -> RunNetwork | None:
+        if plan.egress.mode == "none" or self.env.egress is None:
+            return None
+        self.env.checkpoint("before:network")
+        network = self.env.egress.open(run, plan.egress, plan.api_key_values)
+        self.env.checkpoint("after:network")
+        return network
+
+    def _spec(
+        self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int, network: RunNetwork | None
+    ) -> SandboxSpec:
         root, task = self.env.root, plan.task
+        git_config = [("safe.directory", CONTAINER_WORKTREE)]
         env = {
             "CASE_ROOT": CONTAINER_CASE_ROOT,
             "CASE_TASK_ID": task.id,
@@ -318,13 +365,21 @@ class RunService:
             "CASE_BASE_SHA": plan.base_sha,
             "LAUNCHER_BASE_SHA": plan.base_sha,
             "HOME": CONTAINER_HOME,
-            # The worktree belongs to the run's uid, so git's ownership check passes anyway;
-            # this only covers images whose git resolves the path differently.
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "safe.directory",
-            "GIT_CONFIG_VALUE_0": CONTAINER_WORKTREE,
             **plan.secrets,
         }
+        extra_mounts: list[MountSpec] = []
+        if network is not None:
+            proxy_env, forge_rewrites = agent_environment(plan.egress, network.subnet.proxy_ip)
+            env.update(proxy_env)
+            git_config += forge_rewrites
+            # Names never resolve inside a run (the proxy resolves them): a resolver where nothing
+            # listens makes lookups fail at once instead of after the usual seconds of retries.
+            resolv = paths.sandbox / "resolv.conf"
+            resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            extra_mounts.append(MountSpec(target="/etc/resolv.conf", source=str(resolv), read_only=True))
+        # The worktree belongs to the run's uid, so git's ownership check passes anyway;
+        # safe.directory only covers images whose git resolves the path differently.
+        env.update(git_config_env(git_config))
         mounts = [
             MountSpec(target=CONTAINER_WORKTREE, source=str(paths.worktree)),
             MountSpec(target=f"{CONTAINER_WORKTREE}/.git", source=str(paths.dotgit), read_only=True),
@@ -333,6 +388,7 @@ class RunService:
             MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
             MountSpec(target=CONTAINER_ENTRY, source=str(self.env.entry_script), read_only=True),
             *self._harness_mounts(plan, paths),
+            *extra_mounts,
         ]
         return SandboxSpec(
             image=plan.image,
@@ -345,7 +401,7 @@ class RunService:
             labels=run_labels(root, run),
             mounts=mounts,
             writable_tmp=["/tmp", CONTAINER_HOME],
-            network=plan.network,
+            network=network.name if network is not None else "none",
             memory=self.env.defaults.memory,
             cpus=self.env.defaults.cpus,
             pids_limit=self.env.defaults.pids_limit,
@@ -399,7 +455,8 @@ class RunService:
         paths: RunPaths,
         echo: Callable[[bytes], None] | None,
     ) -> tuple[Ending, int | None]:
-        pump = LogPump(self.env.sandbox, container_id, paths.log, Redactor(plan.secrets), echo)
+        redactor = Redactor({**plan.secrets, **plan.api_key_values})
+        pump = LogPump(self.env.sandbox, container_id, paths.log, redactor, echo)
         pump.start()
         try:
             code = self.env.sandbox.wait(container_id, plan.timeout)
@@ -473,6 +530,10 @@ class RunService:
                 sandbox.remove(current.container_id)
             except LauncherError as exc:
                 problems.append(f"container cleanup: {exc}")
+        if self.env.egress is not None:
+            summary = self.env.egress.close(current, paths.record / "egress.jsonl", problems)
+            if summary is not None:
+                details["egress"] = {**current.details.get("egress", {}), **summary.model_dump()}
         step("before:harvest")
         if repo is not None and paths.git_dir.exists():
             try:
@@ -557,9 +618,7 @@ class RunService:
                 "LAUNCHER_PHASE": "harvest",
                 "LAUNCHER_BASE_SHA": str(run.details.get("base_sha", "")),
                 "HOME": CONTAINER_HOME,
-                "GIT_CONFIG_COUNT": "1",
-                "GIT_CONFIG_KEY_0": "safe.directory",
-                "GIT_CONFIG_VALUE_0": CONTAINER_WORKTREE,
+                **git_config_env([("safe.directory", CONTAINER_WORKTREE)]),
             },
             user=f"{run.uid}:{run.uid if os.geteuid() == 0 else os.getgid()}",
             workdir=CONTAINER_WORKTREE,
@@ -724,6 +783,14 @@ def _is_infrastructure(exc: LauncherError) -> bool:
 
 def is_infrastructure_error(exc: LauncherError) -> bool:
     return _is_infrastructure(exc)
+
+
+def git_config_env(entries: list[tuple[str, str]]) -> dict[str, str]:
+    env = {"GIT_CONFIG_COUNT": str(len(entries))}
+    for index, (key, value) in enumerate(entries):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
 
 
 def root_tag(root: Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, containers_of, ensure_agent_image, wait_for
+from helpers import clean_env, containers_of, ensure_agent_image, release_root, wait_for
 from helpers import make_repo as _make_repo
 from helpers import repo_git as git
 from pg import PgServer, pg_server
@@ -198,11 +198,8 @@ def bench(request: pytest.FixtureRequest, tmp_path: Path, state_backend: str) ->
             driver.kill_strays()
             if not uses_docker:
                 return
-            leftovers = []
-            for container in containers_of(root):
-                leftovers.append(f"{container.name} ({container.status}, labels {container.labels})")
-                container.remove(force=True)
-            assert not leftovers, f"launcher left containers behind: {leftovers}"
+            leftovers = release_root(root)
+            assert not leftovers, f"launcher left containers or networks behind: {leftovers}"
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from launcher.adapters.store import sqlite as sqlite_store
 from launcher.core.ports import Coordinator
 from launcher.core.transitions import RunState, TaskStatus
 from launcher.errors import (
+    CapacityError,
     IllegalTransitionError,
     InvalidInputError,
     NotFoundError,
@@ -731,3 +732,31 @@ def test_postgres_and_sqlite_agree_on_a_scripted_history(tmp_path: Path, pg_url:
         from_sqlite, from_postgres = script(lite), script(pg)
     # Transition seqs are global in both; compare them as they are.
     assert from_postgres == from_sqlite
+
+
+# -- run-network subnet slots ---------------------------------------------------------------
+
+
+def test_subnet_leases_take_the_lowest_free_slot_and_free_it_on_release(store: Coordinator) -> None:
+    assert store.lease_subnet("R-1", 4) == 0
+    assert store.lease_subnet("R-2", 4) == 1
+    assert store.lease_subnet("R-3", 4, skip=[2]) == 3
+    assert store.subnet_leases() == {0: "R-1", 1: "R-2", 3: "R-3"}
+    assert store.release_subnet("R-1") is True
+    assert store.release_subnet("R-1") is False
+    assert store.lease_subnet("R-4", 4) == 0
+
+
+def test_a_second_lease_replaces_the_runs_first(store: Coordinator) -> None:
+    assert store.lease_subnet("R-1", 8) == 0
+    # Docker refused slot 0 (another tool's network overlaps it): move on, never hold two.
+    assert store.lease_subnet("R-1", 8, skip=[0]) == 1
+    assert store.subnet_leases() == {1: "R-1"}
+
+
+def test_a_full_pool_is_a_capacity_error_naming_the_setting(store: Coordinator) -> None:
+    store.lease_subnet("R-1", 2)
+    store.lease_subnet("R-2", 2)
+    with pytest.raises(CapacityError, match="subnet_pool"):
+        store.lease_subnet("R-3", 2)
+    assert store.subnet_leases() == {0: "R-1", 1: "R-2"}

@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runs"))
 
+from helpers import containers_of, networks_of
 from runkit import Case, agent_image, case, head_of, launcher_roots, make_repo, repo_git
 
 __all__ = ["agent_image", "case", "launcher_roots"]
@@ -30,6 +31,8 @@ POINTS = [
     "after:workspace",
     "before:scope",
     "after:scope",
+    "before:network",
+    "after:network",
     "before:create",
     "after:create",
     "after:start",
@@ -69,7 +72,11 @@ def test_sigkill_at_each_step_is_settled_by_gc(case: Case, tmp_path: Path, point
     assert len(runs) == 1
     run = runs[0]
     assert run["state"] == "lost", run
-    assert not case.containers()
+    assert not containers_of(case.root, include_proxy=True), "gc leaves no proxy once no run needs it"
+    assert not networks_of(case.root), "gc removes the run's network"
+    assert not (case.root / ".launcher" / "egress" / "policies").exists() or not any(
+        (case.root / ".launcher" / "egress" / "policies").iterdir()
+    )
     for folder in ("worktrees", "sandboxes"):
         path = case.root / ".launcher" / folder
         assert not path.exists() or not any(path.iterdir()), f"{folder} left: {list(path.iterdir())}"

@@ -185,7 +185,24 @@ def lock_counter(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, A
     return {"overlaps": overlaps}
 
 
+def lease_subnets(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Lease, hold and release run-network slots as runs do, many times over."""
+    from launcher.adapters.store.sqlite import SqliteCoordinator
+
+    store = SqliteCoordinator(Path(args["db"]))
+    wait_for_go(barrier, index)
+    held = []
+    for n in range(args["count"]):
+        run_id = f"R-{index}.{n}"
+        held.append((store.lease_subnet(run_id, args["slots"]), run_id))
+        if n % 2:
+            store.release_subnet(run_id)
+    store.close()
+    return {"held": held}
+
+
 MODES = {
+    "lease-subnets": lease_subnets,
     "create-api": create_api,
     "create-cli": create_cli,
     "set-status-api": set_status_api,

@@ -79,6 +79,14 @@ def _worker(mode: str, barrier: Path, index: int, args: dict[str, Any]) -> dict[
                 )
                 runs.append({"id": run.id, "task": run.task_id, "attempt": run.attempt, "seq": run.seq})
             return {"runs": runs}
+        if mode == "subnets":
+            held = []
+            for n in range(args["count"]):
+                run_id = f"R-{index}.{n}"
+                held.append([store.lease_subnet(run_id, args["slots"]), run_id])
+                if n % 2:
+                    store.release_subnet(run_id)
+            return {"held": held}
     raise SystemExit(f"unknown mode {mode!r}")
 
 
@@ -224,3 +232,13 @@ def test_eight_processes_create_runs_with_unique_attempts_and_seqs(pg_url: str, 
     with open_coordinator(pg_url) as store:
         assert len(store.list_runs()) == workers * count
         assert store.create_run(NewRun(task_id=tasks[0], image=None, owner=None, worktrees_dir="/w")).seq == 81
+
+
+def test_sixteen_processes_leasing_subnets_never_share_a_slot(pg_url: str, tmp_path: Path) -> None:
+    open_coordinator(pg_url).close()
+    race("subnets", tmp_path, [{"url": pg_url, "count": 20, "slots": 4096}] * 16)
+    with open_coordinator(pg_url) as store:
+        leases = store.subnet_leases()
+    # Every worker kept its even-numbered leases: 16 x 10 runs, each on its own slot.
+    assert len(leases) == 160
+    assert sorted(leases.values()) == sorted(f"R-{w}.{n}" for w in range(16) for n in range(0, 20, 2))

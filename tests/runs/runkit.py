@@ -30,6 +30,7 @@ from helpers import (
     ensure_agent_image,
     git,
     make_repo,
+    release_root,
     repo_git,
     wait_for,
 )
@@ -184,12 +185,8 @@ def launcher_roots(agent_image: str, case_root: Path) -> Iterator[list[Path]]:
     """Case roots whose containers must all be gone when the test ends (append more to it)."""
     roots = [case_root.resolve()]
     yield roots
-    leftovers: list[str] = []
-    for root in roots:
-        for container in containers_of(root):
-            leftovers.append(f"{container.name} ({container.status}, labels {container.labels})")
-            container.remove(force=True)
-    assert not leftovers, f"launcher left containers behind: {leftovers}"
+    leftovers = [item for root in roots for item in release_root(root)]
+    assert not leftovers, f"launcher left containers or networks behind: {leftovers}"
 
 
 @pytest.fixture

@@ -97,8 +97,15 @@ class Stack:
         try:
             for label in (f"launcher.root={self.root}", f"com.docker.compose.project={self.project}"):
                 for container in client.containers.list(all=True, filters={"label": label}):
-                    problems.append(f"left behind: container {container.name} ({label})")
+                    if container.labels.get("launcher.kind") != "egress-proxy":  # lives until gc
+                        problems.append(f"left behind: container {container.name} ({label})")
                     container.remove(force=True)
+            for network in client.networks.list(filters={"label": f"launcher.root={self.root}"}):
+                problems.append(f"left behind: network {network.name} (launcher.root={self.root})")
+                network.reload()
+                for member in network.attrs.get("Containers") or {}:
+                    network.disconnect(member, force=True)
+                network.remove()
             for network in client.networks.list(filters={"label": f"com.docker.compose.project={self.project}"}):
                 network.remove()
             for volume in client.volumes.list(filters={"label": f"com.docker.compose.project={self.project}"}):

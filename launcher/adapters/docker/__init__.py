@@ -19,8 +19,16 @@ def install_entry_script(state_dir: Path) -> Path:
     a container (a build box), its package files are not on the host, but the case root is
     mounted at the same path in both, so the script must live there.
     """
-    target = state_dir / "bin" / "entry.sh"
-    data = entry_script_text()
+    return install_file(state_dir / "bin" / "entry.sh", entry_script_text())
+
+
+def install_egress_proxy(state_dir: Path) -> Path:
+    """The proxy's program, a standard-library-only file, where the engine can mount it."""
+    data = (resources.files("launcher.egress") / "server.py").read_bytes()
+    return install_file(state_dir / "bin" / "egress_proxy.py", data)
+
+
+def install_file(target: Path, data: bytes) -> Path:
     try:
         if target.read_bytes() == data:
             return target

@@ -42,6 +42,7 @@ from psycopg.rows import DictRow, dict_row
 
 from launcher.adapters.store.rows import run_from_row, task_from_row
 from launcher.core.ports import Coordinator
+from launcher.core.subnets import lowest_free_slot
 from launcher.core.transitions import RunState, TaskStatus, check_legal
 from launcher.errors import (
     InvalidInputError,
@@ -69,6 +70,7 @@ TRANSIENT_RETRIES = 5
 # pg_advisory_xact_lock keys (per database): b"launcher" and b"launchrs" as big-endian int64.
 _MIGRATION_LOCK = 0x6C61756E63686572
 _RUN_SEQ_LOCK = 0x6C61756E63687273
+_SUBNET_LOCK = 0x6C61756E636E6574  # b"launcnet"
 
 # Each entry upgrades the schema by one version; never edit a released entry, append. The
 # versions match the SQLite backend's: version N holds the same logical columns in both.
@@ -156,6 +158,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tasks ADD COLUMN claims BIGINT NOT NULL DEFAULT 0",
         "UPDATE tasks SET queued_at = created_at WHERE queued",
         "CREATE INDEX tasks_queue ON tasks (queued, queued_at)",
+    ],
+    [
+        # v4: run-network subnet slots; the primary key makes a slot impossible to hold twice.
+        """CREATE TABLE subnet_leases (
+            slot INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            leased_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+        )""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -691,6 +701,32 @@ class PostgresCoordinator(Coordinator):
                 (run_id, RunState.CREATED.value, now),
             )
             return self._run_row(cur, run_id)
+
+        return self._transact(body)
+
+    def lease_subnet(self, run_id: str, slots: int, skip: Iterable[int] = ()) -> int:
+        def body(cur: Cursor) -> int:
+            # Serialises allocators: "lowest free" read and the insert must not interleave.
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SUBNET_LOCK,))
+            cur.execute("DELETE FROM subnet_leases WHERE run_id = %s", (run_id,))
+            cur.execute("SELECT slot FROM subnet_leases")
+            slot = lowest_free_slot((int(r["slot"]) for r in cur.fetchall()), slots, skip)
+            cur.execute("INSERT INTO subnet_leases (slot, run_id) VALUES (%s, %s)", (slot, run_id))
+            return slot
+
+        return self._transact(body)
+
+    def release_subnet(self, run_id: str) -> bool:
+        def body(cur: Cursor) -> bool:
+            cur.execute("DELETE FROM subnet_leases WHERE run_id = %s", (run_id,))
+            return cur.rowcount == 1
+
+        return self._transact(body)
+
+    def subnet_leases(self) -> dict[int, str]:
+        def body(cur: Cursor) -> dict[int, str]:
+            cur.execute("SELECT slot, run_id FROM subnet_leases")
+            return {int(r["slot"]): str(r["run_id"]) for r in cur.fetchall()}
 
         return self._transact(body)
 

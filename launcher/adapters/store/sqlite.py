@@ -18,6 +18,7 @@ from typing import Any
 from launcher.adapters.locks import file_lock
 from launcher.adapters.store.rows import run_from_row, task_from_row
 from launcher.core.ports import Coordinator
+from launcher.core.subnets import lowest_free_slot
 from launcher.core.transitions import RunState, TaskStatus, check_legal
 from launcher.errors import (
     InvalidInputError,
@@ -124,6 +125,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tasks ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
         "UPDATE tasks SET queued_at = created_at WHERE queued = 1",
         "CREATE INDEX tasks_queue ON tasks (queued, queued_at)",
+    ],
+    [
+        # v4: run-network subnet slots; the primary key makes a slot impossible to hold twice.
+        """CREATE TABLE subnet_leases (
+            slot INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            leased_at TEXT NOT NULL
+        )""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -657,6 +666,23 @@ class SqliteCoordinator(Coordinator):
             )
             for r in rows
         ]
+
+    def lease_subnet(self, run_id: str, slots: int, skip: Iterable[int] = ()) -> int:
+        with self._write() as db:
+            db.execute("DELETE FROM subnet_leases WHERE run_id = ?", (run_id,))
+            taken = [row[0] for row in db.execute("SELECT slot FROM subnet_leases")]
+            slot = lowest_free_slot(taken, slots, skip)
+            db.execute(
+                "INSERT INTO subnet_leases (slot, run_id, leased_at) VALUES (?, ?, ?)", (slot, run_id, iso(utcnow()))
+            )
+            return slot
+
+    def release_subnet(self, run_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM subnet_leases WHERE run_id = ?", (run_id,)).rowcount == 1
+
+    def subnet_leases(self) -> dict[int, str]:
+        return {int(r["slot"]): str(r["run_id"]) for r in self._read("SELECT slot, run_id FROM subnet_leases")}
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,361 @@
+"""The Docker side of egress: each run's own network, and the one proxy per launcher root.
+
+A run's network is internal, IPv6-less, and its bridge holds no host address
+(``inhibit_ipv4``): on Engine < 25 a plain internal network still lets containers reach the
+host's services through the bridge's gateway address. The proxy is the only other member of
+that network; it is connected to every live run's network and reaches the internet through an
+ordinary network of its own. The proxy reads one policy file per run and appends one decision
+log per run, both in folders under the case root's state folder, which runs never see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.adapters.docker.client import docker_client
+from launcher.adapters.faults import fault_point
+from launcher.adapters.locks import file_lock
+from launcher.adapters.safe_io import atomic_write
+from launcher.core.netpolicy import PROXY_PORT
+from launcher.core.ports import NetworkInfo
+from launcher.core.subnets import RunSubnet
+from launcher.errors import DockerError, ImageNotFoundError, SubnetInUseError
+
+CONTAINER_PROXY_SCRIPT = "/launcher/egress_proxy.py"
+CONTAINER_POLICIES = "/egress/policies"
+CONTAINER_LOGS = "/egress/logs"
+CONTAINER_CA = "/egress/extra-ca.pem"
+PROXY_READY_TIMEOUT_S = 20.0
+LOG_MAX_BYTES = 16 * 1024 * 1024
+_READY_LINE = b"egress proxy listening"
+
+
+class ProxySettings(BaseModel):
+    """Everything that shapes the proxy container; a change replaces the running proxy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: str
+    name: str
+    image: str
+    egress_network: str
+    uid: int
+    gid: int
+    script: str
+    script_sha256: str
+    policies_dir: str
+    logs_dir: str
+    ca_file: str | None = None
+    public_cidrs: list[str] = Field(default_factory=list)
+    deny_addrs: list[str] = Field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class DockerEgress:
+    def __init__(self, settings: ProxySettings, lock_path: Path, client: Any | None = None) -> None:
+        self.settings = settings
+        self.lock_path = lock_path
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    # -- per-run networks -------------------------------------------------------------------
+
+    def check_image(self) -> None:
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            self.client.images.get(self.settings.image)
+        except ImageNotFound as exc:
+            raise ImageNotFoundError(
+                f"the egress proxy image {self.settings.image!r} is not in the local Docker engine",
+                hint="build it with `launcher image build egress-proxy`, or run with --network none",
+            ) from exc
+        except APIError as exc:
+            raise DockerError(f"cannot inspect image {self.settings.image!r}: {exc.explanation or exc}") from exc
+
+    def create_network(self, name: str, subnet: RunSubnet, labels: dict[str, str]) -> None:
+        from docker.errors import APIError
+        from docker.types import IPAMConfig, IPAMPool
+
+        fault_point("egress.network")
+        try:
+            self.client.networks.create(
+                name,
+                driver="bridge",
+                internal=True,
+                enable_ipv6=False,
+                check_duplicate=True,
+                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet.cidr, gateway=subnet.gateway)]),
+                options={
+                    "com.docker.network.bridge.inhibit_ipv4": "true",
+                    "com.docker.network.bridge.enable_ip_masquerade": "false",
+                    "com.docker.network.bridge.enable_icc": "true",
+                },
+                labels=labels,
+            )
+        except APIError as exc:
+            text = str(exc.explanation or exc)
+            if "overlap" in text.lower():
+                raise SubnetInUseError(f"subnet {subnet.cidr} is already used on this engine: {text}") from exc
+            raise DockerError(f"cannot create the run's network {name}: {text}") from exc
+
+    def remove_network(self, name: str) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            network = self.client.networks.get(name)
+            network.reload()
+            for container in network.attrs.get("Containers") or {}:
+                with contextlib.suppress(NotFound):
+                    network.disconnect(container, force=True)
+            network.remove()
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code != 404:
+                raise DockerError(f"cannot remove network {name}: {exc.explanation or exc}") from exc
+
+    def networks(self) -> list[NetworkInfo]:
+        found = self.client.networks.list(
+            filters={"label": [f"launcher.root={self.settings.root}", "launcher.kind=run-network"]}
+        )
+        return [NetworkInfo(id=n.id, name=n.name, labels=dict(n.attrs.get("Labels") or {})) for n in found]
+
+    # -- the proxy --------------------------------------------------------------------------
+
+    def attach_proxy(self, network: str, ip: str) -> None:
+        """Make sure this root's proxy runs, and connect it to ``network`` at ``ip``."""
+        with file_lock(self.lock_path):
+            proxy = self._ensure_proxy()
+            self._connect(proxy, network, ip)
+
+    def detach_proxy(self, network: str) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            self.client.api.disconnect_container_from_network(self.settings.name, network, force=True)
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code not in (404, 409) and "is not connected" not in str(exc.explanation or ""):
+                raise DockerError(f"cannot disconnect the proxy from {network}: {exc.explanation or exc}") from exc
+
+    def remove_proxy_if_idle(self) -> bool:
+        """Remove the proxy when no run network of this root remains; True when it was removed."""
+        with file_lock(self.lock_path):
+            if self.networks():
+                return False
+            return self._remove_proxy()
+
+    def proxy_status(self) -> str | None:
+        from docker.errors import NotFound
+
+        try:
+            return str(self.client.containers.get(self.settings.name).status)
+        except NotFound:
+            return None
+
+    def _remove_proxy(self) -> bool:
+        from docker.errors import APIError, NotFound
+
+        try:
+            self.client.containers.get(self.settings.name).remove(force=True)
+        except NotFound:
+            return False
+        except APIError as exc:
+            if exc.status_code in (404, 409):
+                return False
+            raise DockerError(f"cannot remove the egress proxy: {exc.explanation or exc}") from exc
+        return True
+
+    def _ensure_proxy(self) -> Any:
+        from docker.errors import NotFound
+
+        try:
+            proxy = self.client.containers.get(self.settings.name)
+        except NotFound:
+            proxy = None
+        if proxy is not None and (
+            proxy.labels.get("launcher.proxy-config") != self.settings.fingerprint or proxy.status != "running"
+        ):
+            # Stale program or settings, or it died: replace it; live runs are reconnected below.
+            self._remove_proxy()
+            proxy = None
+        if proxy is not None:
+            return proxy
+        proxy = self._create_proxy()
+        for network in self.networks():
+            ip = network.labels.get("launcher.proxy-ip")
+            if ip:
+                self._connect(proxy, network.name, ip)
+        return proxy
+
+    def _create_proxy(self) -> Any:
+        from docker.errors import APIError
+        from docker.types import Mount
+
+        s = self.settings
+        fault_point("egress.proxy")
+        command = ["python3", "-I", CONTAINER_PROXY_SCRIPT, "--listen", f"0.0.0.0:{PROXY_PORT}"]
+        command += ["--policies", CONTAINER_POLICIES, "--logs", CONTAINER_LOGS]
+        for cidr in s.public_cidrs:
+            command += ["--public-cidr", cidr]
+        for addr in s.deny_addrs:
+            command += ["--deny-addr", addr]
+        mounts = [
+            Mount(CONTAINER_PROXY_SCRIPT, s.script, type="bind", read_only=True),
+            Mount(CONTAINER_POLICIES, s.policies_dir, type="bind", read_only=True),
+            Mount(CONTAINER_LOGS, s.logs_dir, type="bind"),
+        ]
+        if s.ca_file:
+            mounts.append(Mount(CONTAINER_CA, s.ca_file, type="bind", read_only=True))
+            command += ["--ca-file", CONTAINER_CA]
+        try:
+            container = self.client.containers.create(
+                image=s.image,
+                command=command,
+                name=s.name,
+                user=f"{s.uid}:{s.gid}",
+                labels={
+                    "launcher.root": s.root,
+                    "launcher.kind": "egress-proxy",
+                    "launcher.proxy-config": s.fingerprint,
+                },
+                mounts=mounts,
+                network=s.egress_network,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                read_only=True,
+                pids_limit=256,
+                mem_limit="256m",
+                init=True,
+                restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                detach=True,
+            )
+            container.start()
+        except APIError as exc:
+            raise DockerError(f"cannot start the egress proxy: {exc.explanation or exc}") from exc
+        self._wait_until_listening(container)
+        return container
+
+    def _wait_until_listening(self, container: Any) -> None:
+        # The proxy says when it listens; until then a run's first request would be refused.
+        deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
+        while True:
+            output = container.logs(stdout=True, stderr=True)
+            if _READY_LINE in output:
+                return
+            container.reload()
+            if container.status not in ("created", "running") or time.monotonic() > deadline:
+                tail = output.decode(errors="replace")[-2000:]
+                raise DockerError(f"the egress proxy did not start ({container.status}): {tail}")
+            time.sleep(0.02)
+
+    def _connect(self, proxy: Any, network: str, ip: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            self.client.api.connect_container_to_network(proxy.id, network, ipv4_address=ip)
+        except APIError as exc:
+            if "already exists" not in str(exc.explanation or exc):
+                raise DockerError(f"cannot connect the egress proxy to {network}: {exc.explanation or exc}") from exc
+
+
+class EgressFiles:
+    """The proxy's inputs and outputs on the host: policy files in, decision logs out."""
+
+    def __init__(self, policies_dir: Path, logs_dir: Path, proxy_ids: tuple[int, int]) -> None:
+        self.policies_dir, self.logs_dir, self.proxy_ids = policies_dir, logs_dir, proxy_ids
+
+    def prepare(self) -> None:
+        for folder in (self.policies_dir, self.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+            if os.geteuid() == 0:
+                os.chown(folder, *self.proxy_ids)
+
+    def write_policy(self, run_id: str, document: dict[str, Any]) -> None:
+        # 0600 and the proxy's own: the file may hold API keys.
+        owner = self.proxy_ids if os.geteuid() == 0 else None
+        data = json.dumps(document, indent=1).encode()
+        atomic_write(self.policies_dir / f"{run_id}.json", data, mode=0o600, owner=owner)
+
+    def remove_policy(self, run_id: str) -> None:
+        (self.policies_dir / f"{run_id}.json").unlink(missing_ok=True)
+
+    def policy_runs(self) -> list[str]:
+        if not self.policies_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.policies_dir.glob("*.json"))
+
+    def log_name(self, run_id: str) -> str:
+        return f"{run_id}.jsonl"
+
+    def take_log(self, run_id: str, dest: Path) -> list[dict[str, Any]]:
+        """Move the run's decision log next to its other logs and parse it."""
+        source = self.logs_dir / self.log_name(run_id)
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(LOG_MAX_BYTES)
+        except FileNotFoundError:
+            return []
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(dest, data, mode=0o600)
+        source.unlink(missing_ok=True)
+        decisions = []
+        for line in data.splitlines():
+            try:
+                entry = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(entry, dict):
+                decisions.append(entry)
+        return decisions
+
+
+def host_addresses() -> list[str]:
+    """This machine's own global addresses: the proxy refuses them even in open mode.
+
+    Private ones are refused anyway; a public address of the build box is what is left.
+    """
+    import ipaddress
+
+    found: set[str] = set()
+    try:
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    except OSError:
+        lines = []
+    for previous, line in itertools.pairwise(lines):
+        if "/32 host LOCAL" in line:
+            found.add(previous.strip().removeprefix("|-- ").strip())
+    try:
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            found.add(str(ipaddress.IPv6Address(bytes.fromhex(raw))))
+    except (OSError, ValueError, IndexError):
+        pass
+    addresses = []
+    for text in sorted(found):
+        try:
+            if ipaddress.ip_address(text).is_global:
+                addresses.append(text)
+        except ValueError:
+            continue
+    return addresses

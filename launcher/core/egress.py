@@ -1,0 +1,107 @@
+"""A run's way out: its subnet lease, its network, its policy at the proxy, and the cleanup.
+
+Every step is recorded on the run before the next begins (network name and subnet first), so
+a launcher killed anywhere leaves something `gc` can find by record and by label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.core.netpolicy import EgressPolicy, EgressSummary, policy_document, summarise_decisions
+from launcher.core.ports import Coordinator, EgressFilesPort, EgressNetworkPort
+from launcher.core.subnets import RunSubnet, SubnetPool
+from launcher.errors import CapacityError, LauncherError, SubnetInUseError
+from launcher.models import RunRecord
+
+# How many slots a run tries when other networks on the engine (another launcher root, another
+# tool) already hold them; each refusal costs one failed `network create`.
+MAX_SUBNET_ATTEMPTS = 64
+
+
+@dataclass(frozen=True)
+class RunNetwork:
+    name: str
+    subnet: RunSubnet
+
+
+class RunEgress:
+    def __init__(
+        self,
+        store: Coordinator,
+        networks: EgressNetworkPort,
+        files: EgressFilesPort,
+        pool: SubnetPool,
+        *,
+        root: Path,
+        root_tag: str,
+    ) -> None:
+        self.store, self.networks, self.files, self.pool = store, networks, files, pool
+        self.root, self.root_tag = root, root_tag
+
+    def network_name(self, run_id: str) -> str:
+        return f"launcher-{run_id}-{self.root_tag}"
+
+    def check(self) -> None:
+        """Refuse before anything is created when the proxy cannot run."""
+        self.networks.check_image()
+
+    def open(self, run: RunRecord, policy: EgressPolicy, key_values: dict[str, str]) -> RunNetwork:
+        name = self.network_name(run.id)
+        skip: list[int] = []
+        for _ in range(MAX_SUBNET_ATTEMPTS):
+            subnet = self.pool.subnet(self.store.lease_subnet(run.id, self.pool.slots, skip))
+            self.store.update_run(
+                run.id,
+                details={"egress": {"network": name, "subnet": subnet.cidr, "proxy_ip": subnet.proxy_ip}},
+            )
+            try:
+                self.networks.create_network(name, subnet, self._labels(run, subnet))
+                break
+            except SubnetInUseError:
+                skip.append(subnet.slot)
+        else:
+            raise CapacityError(
+                f"no free subnet for the run's network after {MAX_SUBNET_ATTEMPTS} tries in {self.pool.network}",
+                hint="other networks on this engine overlap [network].subnet_pool; choose another range",
+            )
+        self.files.prepare()
+        self.files.write_policy(
+            run.id, policy_document(policy, run.id, subnet.cidr, key_values, self.files.log_name(run.id))
+        )
+        self.networks.attach_proxy(name, subnet.proxy_ip)
+        return RunNetwork(name=name, subnet=subnet)
+
+    def close(self, run: RunRecord, decision_log: Path, problems: list[str]) -> EgressSummary | None:
+        """Tear down what ``open`` made (each step even when another failed); summarise the log."""
+        recorded = run.details.get("egress")
+        if not isinstance(recorded, dict):
+            return None
+        name = str(recorded.get("network") or self.network_name(run.id))
+        decisions: list[dict[str, Any]] = []
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("proxy detach", lambda: self.networks.detach_proxy(name)),
+            ("network removal", lambda: self.networks.remove_network(name)),
+            ("policy removal", lambda: self.files.remove_policy(run.id)),
+            ("decision log", lambda: decisions.extend(self.files.take_log(run.id, decision_log))),
+            ("subnet release", lambda: self.store.release_subnet(run.id)),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except (LauncherError, OSError) as exc:
+                problems.append(f"egress {what}: {exc}")
+        return summarise_decisions(decisions, str(decision_log) if decision_log.exists() else None)
+
+    def _labels(self, run: RunRecord, subnet: RunSubnet) -> dict[str, str]:
+        return {
+            "launcher.root": str(self.root),
+            "launcher.kind": "run-network",
+            "launcher.run-id": run.id,
+            "launcher.task-id": run.task_id,
+            "launcher.subnet": subnet.cidr,
+            "launcher.proxy-ip": subnet.proxy_ip,
+        }

@@ -1,0 +1,268 @@
+"""What a run may reach: the egress policy, its presets, API-key routes and the agent's view.
+
+Pure logic. The proxy (launcher/egress/server.py) enforces the policy; this module turns
+command-line options and launcher.toml into the policy document the proxy reads, and into the
+environment that points the agent at the proxy. Hosts are judged on their names: IP literals
+are refused here already, so a policy never names an address the proxy would refuse anyway.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.errors import InvalidInputError
+
+NetworkMode = Literal["none", "allowlist", "open"]
+PROXY_PORT = 3128
+KEY_ROUTE_PREFIX = "/_launcher/keys"
+# SDKs refuse to start without a key; this is what they get instead of the real one.
+KEY_PLACEHOLDER = "launcher-proxy-injects-the-real-key"
+
+BUILTIN_PRESETS: dict[str, tuple[str, ...]] = {
+    "pypi": ("pypi.org", "files.pythonhosted.org"),
+    "debian": ("deb.debian.org", "security.debian.org"),
+    "npm": ("registry.npmjs.org",),
+    "github": (
+        "github.com",
+        "api.github.com",
+        "codeload.github.com",
+        "objects.githubusercontent.com",
+        "raw.githubusercontent.com",
+    ),
+    "anthropic": ("api.anthropic.com",),
+    "openai": ("api.openai.com",),
+}
+
+# Which header carries which vendor's key; anything else is a bearer token.
+_KEY_HEADERS = {"ANTHROPIC_API_KEY": ("x-api-key", "{key}")}
+_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
+_HOST_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\Z")
+_GIT_FORGE_SSH_USERS = ("git",)
+
+
+class AllowRule(BaseModel):
+    """An exact host, or ``*.suffix`` (any name under suffix, not suffix itself).
+
+    No port means 80 and 443 only: other ports (22 for git over SSH) must be named.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+
+class ApiKeyRoute(BaseModel):
+    """``--api-key NAME=UPSTREAM``: the proxy holds the key and adds it to requests for UPSTREAM."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    upstream: str
+    header: str
+    value_template: str = "Bearer {key}"
+
+    @property
+    def base_url_var(self) -> str:
+        stem = re.sub(r"_(API_KEY|KEY|TOKEN)\Z", "", self.name)
+        return f"{stem}_BASE_URL"
+
+
+class EgressPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    mode: NetworkMode
+    allow: list[AllowRule] = Field(default_factory=list)
+    api_keys: list[ApiKeyRoute] = Field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """What the run's record keeps: never a key value."""
+        return {
+            "mode": self.mode,
+            "allow": [str(rule) for rule in self.allow],
+            "api_keys": {route.name: route.upstream for route in self.api_keys},
+        }
+
+
+def normalise_mode(value: str) -> NetworkMode:
+    if value == "bridge":  # the name isolated runs used before the proxy existed
+        return "open"
+    if value in ("none", "allowlist", "open"):
+        return value  # type: ignore[return-value]
+    raise InvalidInputError(f"network mode {value!r}: choose none, allowlist or open")
+
+
+def parse_host(text: str, *, what: str) -> str:
+    host = text.strip().lower().rstrip(".")
+    if not host or len(host) > 253 or not _HOST_RE.match(host):
+        raise InvalidInputError(f"{what} {text!r}: not a host name (HOST, or *.SUFFIX for every name under SUFFIX)")
+    last = host.rsplit(".", 1)[-1]
+    if last.isdigit() or host.replace(".", "").isdigit():
+        raise InvalidInputError(
+            f"{what} {text!r}: IP addresses are refused; name the host",
+            hint="the proxy checks names before any lookup, and addresses after it",
+        )
+    if host.startswith("*.") and "." not in host[2:]:
+        raise InvalidInputError(f"{what} {text!r}: a wildcard needs a domain with a dot, e.g. *.example.com")
+    return host
+
+
+def parse_allow(text: str) -> AllowRule:
+    if text.count(":") > 1 or text.strip().startswith("["):
+        raise InvalidInputError(f"--allow {text!r}: IP addresses are refused; name the host")
+    # Hosts are names, never IPv6 literals, so the first colon starts the port.
+    host, sep, port_text = text.strip().partition(":")
+    port: int | None = None
+    if sep:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise InvalidInputError(f"--allow {text!r}: the port must be a number from 1 to 65535")
+        port = int(port_text)
+    return AllowRule(host=parse_host(host, what="--allow"), port=port)
+
+
+def parse_api_key(text: str) -> ApiKeyRoute:
+    name, sep, upstream = text.partition("=")
+    if not sep or not name.isidentifier() or not name.isupper():
+        raise InvalidInputError(
+            f"--api-key {text!r}: expected NAME=UPSTREAM, e.g. ANTHROPIC_API_KEY=https://api.anthropic.com"
+        )
+    parts = urlsplit(upstream)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise InvalidInputError(
+            f"--api-key {name}: the upstream must be https://HOST[:PORT][/PATH], not {upstream!r}",
+            hint="the proxy adds the key only over TLS",
+        )
+    host = parse_host(parts.hostname, what=f"--api-key {name} upstream")
+    if host.startswith("*."):
+        raise InvalidInputError(f"--api-key {name}: the upstream must be one host, not a wildcard")
+    header, template = _KEY_HEADERS.get(name, ("authorization", "Bearer {key}"))
+    port = f":{parts.port}" if parts.port else ""
+    return ApiKeyRoute(
+        name=name,
+        upstream=f"https://{host}{port}{parts.path.rstrip('/')}",
+        header=header,
+        value_template=template,
+    )
+
+
+def build_policy(
+    mode: str,
+    allow: Iterable[str],
+    presets: Iterable[str],
+    api_keys: Iterable[str],
+    custom_presets: Mapping[str, list[str]],
+) -> EgressPolicy:
+    chosen = normalise_mode(mode)
+    rules: list[AllowRule] = []
+    for name in presets:
+        hosts = custom_presets.get(name) or BUILTIN_PRESETS.get(name)
+        if hosts is None:
+            known = sorted({*BUILTIN_PRESETS, *custom_presets})
+            raise InvalidInputError(f"--preset {name!r}: no such preset", hint=f"known presets: {', '.join(known)}")
+        rules.extend(parse_allow(host) for host in hosts)
+    rules.extend(parse_allow(entry) for entry in allow)
+    routes = [parse_api_key(entry) for entry in api_keys]
+    names = [route.name for route in routes]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"--api-key names must be distinct, got {names}")
+    if chosen == "none" and (rules or routes):
+        raise InvalidInputError(
+            "--network none reaches nothing, so --allow, --preset and --api-key have no effect with it",
+            hint="use --network allowlist (the default) to reach only the hosts you name",
+        )
+    return EgressPolicy(mode=chosen, allow=list(dict.fromkeys(rules)), api_keys=routes)
+
+
+def resolve_key_values(policy: EgressPolicy, environ: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for route in policy.api_keys:
+        value = environ.get(route.name)
+        if not value:
+            raise InvalidInputError(
+                f"--api-key {route.name}: no such variable in launcher's environment",
+                hint=f"export {route.name} where launcher runs; the agent only ever sees a placeholder",
+            )
+        values[route.name] = value
+    return values
+
+
+def policy_document(
+    policy: EgressPolicy, run_id: str, subnet: str, key_values: Mapping[str, str], log_name: str
+) -> dict[str, Any]:
+    """The file the proxy reads (its format is documented in launcher/egress/server.py)."""
+    return {
+        "version": 1,
+        "run_id": run_id,
+        "subnet": subnet,
+        "mode": policy.mode,
+        "allow": [{"host": rule.host, "port": rule.port} for rule in policy.allow],
+        "api_keys": [
+            {
+                "name": route.name,
+                "upstream": route.upstream,
+                "header": route.header,
+                "value": route.value_template.format(key=key_values[route.name]),
+            }
+            for route in policy.api_keys
+        ],
+        "log": log_name,
+    }
+
+
+def agent_environment(policy: EgressPolicy, proxy_ip: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Environment variables and git config entries that send the agent through the proxy."""
+    proxy = f"http://{proxy_ip}:{PROXY_PORT}"
+    no_proxy = f"localhost,127.0.0.1,::1,{proxy_ip}"
+    env = {
+        "HTTP_PROXY": proxy,
+        "HTTPS_PROXY": proxy,
+        # curl reads only the lowercase http_proxy (uppercase HTTP_PROXY is ignored for CGI safety).
+        "http_proxy": proxy,
+        "https_proxy": proxy,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+        # Node's built-in fetch ignores proxy variables unless this is set (Node 22.21+/24.5+).
+        "NODE_USE_ENV_PROXY": "1",
+        "LAUNCHER_EGRESS_PROXY": proxy,
+    }
+    for route in policy.api_keys:
+        env[route.name] = KEY_PLACEHOLDER
+        env[route.base_url_var] = f"{proxy}{KEY_ROUTE_PREFIX}/{route.name}"
+    git_config: list[tuple[str, str]] = []
+    ssh_hosts = {rule.host for rule in policy.allow if rule.port == 22}
+    for rule in policy.allow:
+        # git over SSH ignores proxy variables; rewrite to HTTPS unless SSH itself is allowed.
+        if rule.host.startswith("*.") or rule.host in ssh_hosts or rule.port not in (None, 443):
+            continue
+        for user in _GIT_FORGE_SSH_USERS:
+            git_config.append((f"url.https://{rule.host}/.insteadOf", f"{user}@{rule.host}:"))
+            git_config.append((f"url.https://{rule.host}/.insteadOf", f"ssh://{user}@{rule.host}/"))
+    return env, git_config
+
+
+class EgressSummary(BaseModel):
+    """What `launcher run --json` says about a run's network traffic."""
+
+    decisions: int = 0
+    allowed: list[str] = Field(default_factory=list)
+    denied: list[str] = Field(default_factory=list)
+    log: str | None = None
+
+
+def summarise_decisions(decisions: Iterable[Mapping[str, Any]], log: str | None) -> EgressSummary:
+    allowed: set[str] = set()
+    denied: set[str] = set()
+    count = 0
+    for line in decisions:
+        count += 1
+        target = f"{line.get('host')}:{line.get('port')}"
+        (allowed if line.get("decision") == "allow" else denied).add(target)
+    return EgressSummary(decisions=count, allowed=sorted(allowed), denied=sorted(denied), log=log)

@@ -1,0 +1,1 @@
+"""The egress proxy that runs beside every run's network (standard library only, see server.py)."""
