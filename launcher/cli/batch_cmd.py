@@ -51,6 +51,14 @@ def batch(
     ),
     lease: float = typer.Option(60.0, "--lease", min=0.5, help="Seconds a claim lasts without renewal."),
     poll: float = typer.Option(2.0, "--poll", min=0.05, help="Seconds between looks at an empty queue."),
+    network: str = typer.Option(
+        None, "--network", metavar="none|allowlist|open", help="Network mode of every run (default: launcher.toml's)."
+    ),
+    allow: list[str] = typer.Option(None, "--allow", metavar="HOST[:PORT]", help="A host every run may reach."),
+    preset: list[str] = typer.Option(None, "--preset", metavar="NAME", help="A host preset every run may reach."),
+    api_key: list[str] = typer.Option(
+        None, "--api-key", metavar="NAME=UPSTREAM", help="A key the proxy adds for every run (see `run --help`)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines and the summary as JSON."),
 ) -> None:
     """Claim queued tasks and run each as an isolated run, until the queue is empty (or forever with --watch).
@@ -61,6 +69,7 @@ def batch(
     """
     from launcher.adapters.procinfo import current_owner, owner_alive
     from launcher.core.batch import Batch, BatchOptions
+    from launcher.core.netpolicy import normalise_mode
 
     app_ = app_of(ctx)
     options = BatchOptions(
@@ -70,6 +79,10 @@ def batch(
         watch=not until_empty,
         lease_seconds=lease,
         poll_seconds=poll,
+        network=normalise_mode(network) if network else None,
+        allow=allow or [],
+        presets=preset or [],
+        api_keys=api_key or [],
     )
     app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
     live = None if as_json or not sys.stderr.isatty() else LiveTable()

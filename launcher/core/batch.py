@@ -39,6 +39,10 @@ class BatchOptions(BaseModel):
     lease_seconds: float = Field(default=60.0, gt=0)
     poll_seconds: float = Field(default=2.0, gt=0)
     retry_backoff: float = Field(default=1.0, ge=0)
+    network: Literal["none", "allowlist", "open"] | None = None
+    allow: list[str] = Field(default_factory=list)
+    presets: list[str] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list)
 
 
 class BatchEvent(BaseModel):
@@ -206,7 +210,10 @@ class Batch:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, service: RunService, task: TaskRecord, index: int, outcome: TaskOutcome) -> RunRecord:
-        request = RunRequest(task=task.id, timeout=self.options.timeout)
+        o = self.options
+        request = RunRequest(
+            task=task.id, timeout=o.timeout, network=o.network, allow=o.allow, presets=o.presets, api_keys=o.api_keys
+        )
         try:
             plan = service.plan(request, self.environ)
         except LauncherError as exc:

@@ -774,11 +774,11 @@ class LogPump(threading.Thread):
 
 def _is_infrastructure(exc: LauncherError) -> bool:
     """Failures of the machinery, not of the agent: worth another attempt in a batch."""
-    from launcher.errors import DockerError, GitLockContentionError, LockTimeoutError, StateStoreError
+    from launcher.errors import CapacityError, DockerError, GitLockContentionError, LockTimeoutError, StateStoreError
 
     if isinstance(exc, DockerError):
         return exc.code != "image-not-found"
-    return isinstance(exc, GitLockContentionError | LockTimeoutError | StateStoreError)
+    return isinstance(exc, GitLockContentionError | LockTimeoutError | StateStoreError | CapacityError)
 
 
 def is_infrastructure_error(exc: LauncherError) -> bool:

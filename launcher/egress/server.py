@@ -50,9 +50,11 @@ MAX_HEAD = 64 * 1024
 MAX_HELLO = 64 * 1024
 MAX_POLICY = 1024 * 1024
 HEAD_TIMEOUT = 30.0
-# After answering, the proxy reads what the client still sends for this long before closing, so
-# that unread input does not turn the close into a reset that discards the answer.
+# After answering, the proxy reads (up to LINGER_BYTES of) what the client still sends for this
+# long before closing, so that unread input does not turn the close into a reset that discards
+# the answer. Also how long a close may take to flush.
 LINGER = 2.0
+LINGER_BYTES = 1024 * 1024
 CHUNK = 64 * 1024
 KEY_PREFIX = "/_launcher/keys/"
 HOP_BY_HOP = frozenset(
@@ -436,14 +438,15 @@ def parse_policy(doc: object) -> Policy:
         raise ValueError("api_keys is not a list")
     api_keys = {key.name: key for key in (_parse_api_key(entry, f"api_keys[{i}]") for i, entry in enumerate(keys))}
     # The log is a file name inside --logs, never a path out of it.
-    safe_log = isinstance(log, str) and log and not any(s in log for s in ("/", "\\", "..", "\0"))
+    if not isinstance(log, str) or not log or any(s in log for s in ("/", "\\", "..", "\0")):
+        log = None
     return Policy(
         run_id=run_id,
         subnet=ipaddress.ip_network(subnet, strict=False),
         mode=mode,
         allow=tuple(rules),
         api_keys=api_keys,
-        log=log if safe_log and isinstance(log, str) else None,
+        log=log,
     )
 
 
@@ -494,7 +497,7 @@ class PolicyStore:
         try:
             with open(path, "rb") as f:
                 policy = parse_policy(json.loads(f.read(MAX_POLICY)))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             print(f"egress proxy: ignoring policy {name}: {exc}", file=sys.stderr)
             return None
         if policy.log is None:
@@ -555,8 +558,12 @@ class _Decision:
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
+    try:
+        # A peer that stops reading would keep unsent data, and so the socket, forever.
+        async with asyncio.timeout(LINGER):
+            await writer.wait_closed()
+    except Exception:
+        writer.transport.abort()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -625,22 +632,25 @@ class EgressProxy:
         if task is not None:
             self._tasks.add(task)
         peer, local = writer.get_extra_info("peername") or ("?", 0), writer.get_extra_info("sockname") or ("?", 0)
-        self.policies.refresh()
-        conn = _Conn(reader, writer, f"{peer[0]}:{peer[1]}", local[0], self.policies.find(local[0], peer[0]))
         decision = _Decision()
         try:
-            await self._serve(conn, decision)
-        except Refused as refused:
-            outcome = "deny" if refused.status in (400, 403) else "allow"
-            self._record(conn, decision, outcome, refused.reason, refused.status)
-            with contextlib.suppress(OSError):
-                writer.write(error_response(refused.status, refused.reason))
-                await writer.drain()
-        except Exception as exc:
-            detail = repr(exc) if isinstance(exc, OSError | asyncio.IncompleteReadError) else traceback.format_exc()
-            print(f"egress proxy: connection from {conn.client} failed: {detail}", file=sys.stderr)
-        finally:
+            self.policies.refresh()
+            conn = _Conn(reader, writer, f"{peer[0]}:{peer[1]}", local[0], self.policies.find(local[0], peer[0]))
+            try:
+                await self._serve(conn, decision)
+            except Refused as refused:
+                outcome = "deny" if refused.status in (400, 403) else "allow"
+                self._record(conn, decision, outcome, refused.reason, refused.status)
+                with contextlib.suppress(OSError):
+                    writer.write(error_response(refused.status, refused.reason))
+                    await writer.drain()
+            except Exception as exc:
+                brief = isinstance(exc, OSError | asyncio.IncompleteReadError)
+                detail = repr(exc) if brief else traceback.format_exc()
+                print(f"egress proxy: connection from {conn.client} failed: {detail}", file=sys.stderr)
             await self._linger(conn)
+        finally:
+            writer.close()  # already closed unless cancelled (shutdown) before the linger
             if task is not None:
                 self._tasks.discard(task)
 
@@ -650,7 +660,7 @@ class EgressProxy:
                 conn.writer.write_eof()
             async with asyncio.timeout(LINGER):
                 discarded = 0
-                while discarded < MAX_POLICY and (data := await conn.reader.read(CHUNK)):
+                while discarded < LINGER_BYTES and (data := await conn.reader.read(CHUNK)):
                     discarded += len(data)
         await _close(conn.writer)
 
@@ -924,8 +934,10 @@ def _split_url(url: str) -> tuple[str, str]:
 
 
 def _listen(text: str) -> tuple[str, int]:
-    host, port = split_authority(text, None)
-    return host.strip("[]"), port
+    host, _, port = text.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit() and int(port) < 65536):
+        raise ValueError(text)
+    return host.strip("[]"), int(port)  # port 0: any free port, as the ready line reports
 
 
 def _positive(text: str) -> float:
