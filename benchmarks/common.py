@@ -1,7 +1,7 @@
 """Shared pieces: figures and targets, the run context, subprocesses, generated repositories, cleanup.
 
 Everything the suite creates is registered with the `Context` the moment it exists, and
-`Context.cleanup()` removes it: its own processes (by their Popen handles), every container it
+`Context.cleanup()` removes it: its own processes (by their Popen handles), every container (and run network) it
 labelled (`launcher.benchmark=1` plus this session's id) or that launcher started for one of its
 temporary case roots (`launcher.root=<root>`), and its temporary folder.
 """
@@ -329,6 +329,25 @@ class Context:
             )
             if proc_rm.returncode != 0:
                 problems.append(f"docker rm -f: {proc_rm.stderr.strip()}")
+        # Runs remove their own networks; an interrupted run (Ctrl-C of the benchmark) may not.
+        for root in self._roots:
+            try:
+                networks = subprocess.run(
+                    ["docker", "network", "ls", "-q", "--filter", f"label=launcher.root={root}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                ).stdout.split()
+            except (OSError, subprocess.SubprocessError) as exc:
+                problems.append(f"listing networks of {root}: {exc}")
+                continue
+            if networks:
+                removed = subprocess.run(
+                    ["docker", "network", "rm", *networks], capture_output=True, text=True, timeout=300, check=False
+                )
+                if removed.returncode != 0:
+                    problems.append(f"docker network rm: {removed.stderr.strip()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         if self.tmp.exists():
             problems.append(f"could not remove {self.tmp}")

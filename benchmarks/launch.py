@@ -1,7 +1,9 @@
 """launch: `launcher run` against the bare floor on the same generated repository.
 
-launcher:  `launcher --root <temp root> run <task>` as a subprocess; the task's agent command
-           prints a `date +%s.%N` timestamp as its first instruction.
+launcher:  `launcher --root <temp root> run --network allowlist|none <task>` as a subprocess; the
+           task's agent command prints a `date +%s.%N` timestamp as its first instruction.
+           `allowlist` is the default: the run gets its own network and the egress proxy
+           (started by the warm-up run, as it is by the first run on any root).
 bare:      `git worktree add <tmp> HEAD` (with checkout), then
            `docker run --rm -v <worktree>:/workspace launcher/agent-base:latest <same command>`.
 
@@ -89,37 +91,43 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     [task] = ctx.create_tasks(root, repo, f"launch {label}", 1, AGENT_COMMAND)
     samples: list[Sample] = []
     with DockerEvents(ctx) as events:
-        _launcher_once(ctx, root, task)  # warm-up: caches, the entry script, the image's layers
+        _launcher_once(ctx, root, task, "allowlist")  # warm-up: caches, the entry script, image layers, proxy
         _bare_once(ctx, repo)
-        for i in range(repeats):  # interleaved, alternating which goes first, so drift hits both alike
-            pair = [lambda: _launcher_once(ctx, root, task), lambda: _bare_once(ctx, repo)]
-            for measure in pair if i % 2 == 0 else pair[::-1]:
+        for i in range(repeats):  # interleaved, rotating which goes first, so drift hits all alike
+            trio = [
+                lambda: _launcher_once(ctx, root, task, "allowlist"),
+                lambda: _launcher_once(ctx, root, task, "none"),
+                lambda: _bare_once(ctx, repo),
+            ]
+            for measure in trio[i % 3 :] + trio[: i % 3]:
                 samples.append(measure())
     for s in samples:
         s.marks.update(events.times(**s.labels))
     ours = [s for s in samples if s.kind == "launcher"]
+    offline = [s for s in samples if s.kind == "launcher-none"]
     bare = [s for s in samples if s.kind == "bare"]
     baseline = "git worktree add + docker run --rm"
-    result.figures += [
-        Figure(
-            "launch",
-            f"launch {label}: to first instruction",
-            "s",
-            [s.first for s in ours],
-            [s.first for s in bare],
-            baseline,
-            target=LAUNCH_TARGET,
-        ),
-        Figure(
-            "launch",
-            f"launch {label}: full wall",
-            "s",
-            [s.full for s in ours],
-            [s.full for s in bare],
-            baseline,
-            target=LAUNCH_TARGET,
-        ),
-    ]
+    for runs, network in ((ours, "allowlist network"), (offline, "--network none")):
+        result.figures += [
+            Figure(
+                "launch",
+                f"launch {label}, {network}: to first instruction",
+                "s",
+                [s.first for s in runs],
+                [s.first for s in bare],
+                baseline,
+                target=LAUNCH_TARGET,
+            ),
+            Figure(
+                "launch",
+                f"launch {label}, {network}: full wall",
+                "s",
+                [s.full for s in runs],
+                [s.full for s in bare],
+                baseline,
+                target=LAUNCH_TARGET,
+            ),
+        ]
     rows, steps_json = [], []
     for name, ours_pair, bare_pair in STEPS:
         lm = median([v for s in ours if (v := s.step(ours_pair)) is not None])
@@ -138,8 +146,8 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     )
 
 
-def _launcher_once(ctx: Context, root: Path, task: str) -> Sample:
-    argv = [*ctx.launcher, "--root", str(root), "run", task]
+def _launcher_once(ctx: Context, root: Path, task: str, network: str) -> Sample:
+    argv = [*ctx.launcher, "--root", str(root), "run", "--network", network, task]
     launch = time.time()
     started = time.perf_counter()
     done = ctx.run(argv)
@@ -150,7 +158,8 @@ def _launcher_once(ctx: Context, root: Path, task: str) -> Sample:
         raise BenchmarkError(f"cannot find the run ID in launcher's output: {done.stderr[-400:]!r}")
     run_id = match.group(1)
     marks = {"launch": launch, "t0": t0, "exit": launch + full, **_run_marks(root, run_id)}
-    return Sample("launcher", t0 - launch, full, marks, {"launcher.run-id": run_id, "launcher.root": str(root)})
+    kind = "launcher" if network == "allowlist" else f"launcher-{network}"
+    return Sample(kind, t0 - launch, full, marks, {"launcher.run-id": run_id, "launcher.root": str(root)})
 
 
 def _run_marks(root: Path, run_id: str) -> dict[str, float]:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,11 +95,12 @@ class Application:
 
         layout = self.layout
         files = TaskFiles(layout.tasks_dir, layout.locks_dir, store, schema_validator(layout.tasks_dir))
+        sandbox = DockerSandbox()
         return RunService(
             RunEnvironment(
                 store=store,
                 files=files,
-                sandbox=DockerSandbox(),
+                sandbox=sandbox,
                 workspace=LocalWorkspace(),
                 open_repo=lambda path: Repository.open(path, lock_dir=layout.locks_dir),
                 root=self.root,
@@ -112,11 +114,11 @@ class Application:
                 checkpoint=fault_point,
                 locate_repo=self.locate_repo,
                 network=self.config.network,
-                egress=self.make_egress(store),
+                egress=self.make_egress(store, lambda: sandbox.client),
             )
         )
 
-    def make_egress(self, store: Coordinator) -> RunEgress:
+    def make_egress(self, store: Coordinator, docker: Callable[[], Any]) -> RunEgress:
         from launcher.adapters.docker import install_egress_proxy
         from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
         from launcher.core.egress import RunEgress
@@ -149,7 +151,7 @@ class Application:
         )
         return RunEgress(
             store,
-            DockerEgress(settings, layout.locks_dir / "egress-proxy.lock"),
+            DockerEgress(settings, layout.locks_dir / "egress-proxy.lock", docker),
             EgressFiles(policies, logs, proxy_ids),
             SubnetPool(net.subnet_pool),
             root=self.root,

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -276,8 +277,11 @@ class RunService:
         step = self.env.checkpoint
         try:
             run = store.update_run(run.id, expected=[RunState.CREATED], state=RunState.PREPARING)
-            self._prepare(plan, run, paths, uid, gid)
-            network = self._open_network(plan, run)
+            # The network (Docker round trips) is made while the worktree is checked out (git).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"network-{run.id}") as pool:
+                network_made = pool.submit(self._open_network, plan, run)
+                self._prepare(plan, run, paths, uid, gid)
+                network = network_made.result()
             step("before:create")
             container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid, network))
             run = store.update_run(run.id, container_id=container_id)

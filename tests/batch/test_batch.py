@@ -191,6 +191,8 @@ def test_a_killed_batch_is_taken_over_and_its_runs_settled_as_lost(bench: Bench)
     report = bench.ok("gc", "--json").json()
     for action in report["actions"]:
         assert action["error"] is None, action
+        if action["kind"] == "remove-egress-proxy":
+            continue  # the root's shared proxy: idle once every run has ended
         assert any(run_id in action["target"] for run_id in dead), f"gc found more than the dead batch left: {action}"
     assert bench.ok("gc", "--json").json()["actions"] == []
     assert bench.containers() == []

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +65,19 @@ class ProxySettings(BaseModel):
 
 
 class DockerEgress:
-    def __init__(self, settings: ProxySettings, lock_path: Path, client: Any | None = None) -> None:
+    def __init__(
+        self, settings: ProxySettings, lock_path: Path, client_factory: Callable[[], Any] = docker_client
+    ) -> None:
         self.settings = settings
         self.lock_path = lock_path
-        self._client = client
+        self._client_factory = client_factory
+        self._client: Any | None = None
 
     @property
     def client(self) -> Any:
+        # Shared with the run's sandbox where possible: every new client pings the engine first.
         if self._client is None:
-            self._client = docker_client()
+            self._client = self._client_factory()
         return self._client
 
     # -- per-run networks -------------------------------------------------------------------

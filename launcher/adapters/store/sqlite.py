@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -156,6 +157,9 @@ class SqliteCoordinator(Coordinator):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._write_lock = path.with_name(f".{path.name}.write.lock")
+        # One connection, shareable between threads (a run prepares its worktree and its
+        # network at once): a transaction must not take in another thread's statements.
+        self._thread_lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # SQLite does not wait out its busy timeout while switching a new file to WAL, so
@@ -227,6 +231,7 @@ class SqliteCoordinator(Coordinator):
         # for writers that do not take it (another tool, an older launcher).
         try:
             with (
+                self._thread_lock,
                 file_lock(self._write_lock, timeout=BUSY_TIMEOUT_S, max_delay=0.002),
                 self._transaction() as db,
             ):
@@ -260,7 +265,8 @@ class SqliteCoordinator(Coordinator):
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         try:
-            return self._db.execute(sql, params).fetchall()
+            with self._thread_lock:
+                return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._store_error(exc) from exc
 
