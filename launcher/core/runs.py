@@ -534,10 +534,14 @@ class RunService:
                 sandbox.remove(current.container_id)
             except LauncherError as exc:
                 problems.append(f"container cleanup: {exc}")
-        if self.env.egress is not None:
-            summary = self.env.egress.close(current, paths.record / "egress.jsonl", problems)
-            if summary is not None:
-                details["egress"] = {**current.details.get("egress", {}), **summary.model_dump()}
+        # The network comes down (Docker round trips) while the harvest runs (git).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egress-{run.id}")
+        egress_closed = (
+            pool.submit(self.env.egress.close, current, paths.record / "egress.jsonl", problems)
+            if self.env.egress is not None
+            else None
+        )
+        pool.shutdown(wait=False)
         step("before:harvest")
         if repo is not None and paths.git_dir.exists():
             try:
@@ -551,6 +555,10 @@ class RunService:
         except LauncherError as exc:
             problems.append(f"task changes: {exc}")
         details["agent_result"] = self._agent_result(paths)
+        if egress_closed is not None:
+            summary = egress_closed.result()
+            if summary is not None:
+                details["egress"] = {**current.details.get("egress", {}), **summary.model_dump()}
         step("before:cleanup")
         try:
             harvest = details.get("harvest") or {}
