@@ -76,7 +76,7 @@ def _docker_ready() -> str | None:
     except (OSError, subprocess.SubprocessError) as exc:
         return f"docker is not usable: {exc}"
     if proc.returncode != 0:
-        return f"{IMAGE} is not in the local engine ({proc.stderr.strip()}); build it: launcher image build agent-base"
+        return f"{IMAGE} is not in the local engine ({proc.stderr.strip()}); build it: launcher image build"
     return None
 
 
