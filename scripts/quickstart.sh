@@ -33,3 +33,5 @@ launcher run --repo "$repo" --title "Add a greeting" -- bash -c '
 launcher ps --all
 echo "quickstart: the agent's commit is on its branch:"
 git -C "$repo" log --oneline --all --decorate -n 3
+# The egress proxy outlives runs (the next run reuses it); gc removes it once no run needs it.
+launcher gc
