@@ -108,26 +108,18 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     bare = [s for s in samples if s.kind == "bare"]
     baseline = "git worktree add + docker run --rm"
     for runs, network in ((ours, "allowlist network"), (offline, "--network none")):
-        result.figures += [
-            Figure(
-                "launch",
-                f"launch {label}, {network}: to first instruction",
-                "s",
-                [s.first for s in runs],
-                [s.first for s in bare],
-                baseline,
-                target=LAUNCH_TARGET,
-            ),
-            Figure(
-                "launch",
-                f"launch {label}, {network}: full wall",
-                "s",
-                [s.full for s in runs],
-                [s.full for s in bare],
-                baseline,
-                target=LAUNCH_TARGET,
-            ),
-        ]
+        for measure, attribute in (("to first instruction", "first"), ("full wall", "full")):
+            result.figures.append(
+                Figure(
+                    "launch",
+                    f"launch {label}, {network}: {measure}",
+                    "s",
+                    [getattr(s, attribute) for s in runs],
+                    [getattr(s, attribute) for s in bare],
+                    baseline,
+                    target=LAUNCH_TARGET,
+                )
+            )
     rows, steps_json = [], []
     for name, ours_pair, bare_pair in STEPS:
         lm = median([v for s in ours if (v := s.step(ours_pair)) is not None])

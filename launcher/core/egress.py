@@ -83,7 +83,7 @@ class RunEgress:
         name = str(recorded.get("network") or self.network_name(run.id))
         decisions: list[dict[str, Any]] = []
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("proxy detach", lambda: self.networks.detach_proxy(name)),
+            # Removing the network disconnects its members, the proxy among them.
             ("network removal", lambda: self.networks.remove_network(name)),
             ("policy removal", lambda: self.files.remove_policy(run.id)),
             ("decision log", lambda: decisions.extend(self.files.take_log(run.id, decision_log))),

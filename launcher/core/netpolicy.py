@@ -42,7 +42,6 @@ BUILTIN_PRESETS: dict[str, tuple[str, ...]] = {
 _KEY_HEADERS = {"ANTHROPIC_API_KEY": ("x-api-key", "{key}")}
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _HOST_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\Z")
-_GIT_FORGE_SSH_USERS = ("git",)
 
 
 class AllowRule(BaseModel):
@@ -242,9 +241,8 @@ def agent_environment(policy: EgressPolicy, proxy_ip: str) -> tuple[dict[str, st
         # git over SSH ignores proxy variables; rewrite to HTTPS unless SSH itself is allowed.
         if rule.host.startswith("*.") or rule.host in ssh_hosts or rule.port not in (None, 443):
             continue
-        for user in _GIT_FORGE_SSH_USERS:
-            git_config.append((f"url.https://{rule.host}/.insteadOf", f"{user}@{rule.host}:"))
-            git_config.append((f"url.https://{rule.host}/.insteadOf", f"ssh://{user}@{rule.host}/"))
+        git_config.append((f"url.https://{rule.host}/.insteadOf", f"git@{rule.host}:"))
+        git_config.append((f"url.https://{rule.host}/.insteadOf", f"ssh://git@{rule.host}/"))
     return env, git_config
 
 

@@ -535,13 +535,11 @@ class RunService:
             except LauncherError as exc:
                 problems.append(f"container cleanup: {exc}")
         # The network comes down (Docker round trips) while the harvest runs (git).
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egress-{run.id}")
-        egress_closed = (
-            pool.submit(self.env.egress.close, current, paths.record / "egress.jsonl", problems)
-            if self.env.egress is not None
-            else None
-        )
-        pool.shutdown(wait=False)
+        egress_closed = None
+        if self.env.egress is not None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egress-{run.id}")
+            egress_closed = pool.submit(self.env.egress.close, current, paths.record / "egress.jsonl", problems)
+            pool.shutdown(wait=False)
         step("before:harvest")
         if repo is not None and paths.git_dir.exists():
             try:

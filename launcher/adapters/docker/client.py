@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from launcher.errors import DockerUnavailableError
+from launcher.errors import DockerError, DockerUnavailableError, ImageNotFoundError
 
 API_TIMEOUT_S = 120
 
@@ -22,3 +22,15 @@ def docker_client() -> Any:
             hint="start Docker (or set DOCKER_HOST) and check that this user may use it",
         ) from exc
     return client
+
+
+def image_id(client: Any, ref: str, *, what: str, hint: str) -> str:
+    """The ID of a local image, or an error naming it (``what``) and what to do (``hint``)."""
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        return str(client.images.get(ref).id)
+    except ImageNotFound as exc:
+        raise ImageNotFoundError(f"{what} {ref!r} is not in the local Docker engine", hint=hint) from exc
+    except APIError as exc:
+        raise DockerError(f"cannot inspect image {ref!r}: {exc.explanation or exc}") from exc

@@ -22,14 +22,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from launcher.adapters.docker.client import docker_client
+from launcher.adapters.docker.client import docker_client, image_id
 from launcher.adapters.faults import fault_point
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
 from launcher.core.netpolicy import PROXY_PORT
 from launcher.core.ports import NetworkInfo
 from launcher.core.subnets import RunSubnet
-from launcher.errors import DockerError, ImageNotFoundError, SubnetInUseError
+from launcher.errors import DockerError, SubnetInUseError
 
 CONTAINER_PROXY_SCRIPT = "/launcher/egress_proxy.py"
 CONTAINER_POLICIES = "/egress/policies"
@@ -83,17 +83,12 @@ class DockerEgress:
     # -- per-run networks -------------------------------------------------------------------
 
     def check_image(self) -> None:
-        from docker.errors import APIError, ImageNotFound
-
-        try:
-            self.client.images.get(self.settings.image)
-        except ImageNotFound as exc:
-            raise ImageNotFoundError(
-                f"the egress proxy image {self.settings.image!r} is not in the local Docker engine",
-                hint="build it with `launcher image build egress-proxy`, or run with --network none",
-            ) from exc
-        except APIError as exc:
-            raise DockerError(f"cannot inspect image {self.settings.image!r}: {exc.explanation or exc}") from exc
+        image_id(
+            self.client,
+            self.settings.image,
+            what="the egress proxy image",
+            hint="build it with `launcher image build egress-proxy`, or run with --network none",
+        )
 
     def create_network(self, name: str, subnet: RunSubnet, labels: dict[str, str]) -> None:
         from docker.errors import APIError
@@ -150,17 +145,6 @@ class DockerEgress:
         with file_lock(self.lock_path):
             proxy = self._ensure_proxy()
             self._connect(proxy, network, ip)
-
-    def detach_proxy(self, network: str) -> None:
-        from docker.errors import APIError, NotFound
-
-        try:
-            self.client.api.disconnect_container_from_network(self.settings.name, network, force=True)
-        except NotFound:
-            return
-        except APIError as exc:
-            if exc.status_code not in (404, 409) and "is not connected" not in str(exc.explanation or ""):
-                raise DockerError(f"cannot disconnect the proxy from {network}: {exc.explanation or exc}") from exc
 
     def remove_proxy_if_idle(self) -> bool:
         """Remove the proxy when no run network of this root remains; True when it was removed."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from launcher.adapters.docker.client import docker_client
+from launcher.adapters.docker.client import docker_client, image_id
 from launcher.adapters.faults import fault_point
 from launcher.core.ports import ContainerInfo, SandboxSpec
-from launcher.errors import DockerError, ImageNotFoundError
+from launcher.errors import DockerError
 
 LABEL_PREFIX = "launcher."
 
@@ -27,17 +27,7 @@ class DockerSandbox:
         return self._client
 
     def image_id(self, ref: str) -> str:
-        from docker.errors import APIError, ImageNotFound
-
-        try:
-            return str(self.client.images.get(ref).id)
-        except ImageNotFound as exc:
-            raise ImageNotFoundError(
-                f"image {ref!r} is not in the local Docker engine",
-                hint="build it with `launcher image build` or pass --image",
-            ) from exc
-        except APIError as exc:
-            raise DockerError(f"cannot inspect image {ref!r}: {exc.explanation or exc}") from exc
+        return image_id(self.client, ref, what="image", hint="build it with `launcher image build` or pass --image")
 
     def create(self, spec: SandboxSpec) -> str:
         from docker.errors import APIError
