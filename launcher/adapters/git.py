@@ -116,10 +116,10 @@ class Repository:
         return None
 
     def git(
-        self, *args: str, check: bool = True, input_bytes: bytes | None = None
+        self, *args: str, check: bool = True, input_bytes: bytes | None = None, git_dir: Path | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         owner = self._run_as()
-        cmd = ["git", f"--git-dir={self.git_dir}", *args]
+        cmd = ["git", f"--git-dir={git_dir or self.git_dir}", *args]
         try:
             proc = subprocess.run(
                 cmd,
@@ -248,6 +248,36 @@ class Repository:
         if self.ref_exists(f"refs/heads/{branch}"):
             raise GitError(f"branch {branch} already exists; run branches are never reused")
         self.mutate("worktree", "add", "--no-checkout", "-b", branch, str(path), base_sha)
+
+    def add_detached_worktree(self, path: Path, base_sha: str) -> None:
+        self.mutate("worktree", "add", "--no-checkout", "--detach", str(path), base_sha)
+
+    def adopt_worktree(self, path: Path, branch: str, base_sha: str) -> None:
+        """The run's branch, new, checked out in a pool slot's worktree that was moved to ``path``."""
+        if not self.check_ref_format(branch):
+            raise InvalidInputError(f"git refuses the branch name {branch!r}")
+        admin = self.worktree_admin(path)
+        if admin is None:
+            raise GitError(f"{path} is not a worktree of {self.toplevel}")
+        # An all-zero old value: create only, never move a branch that exists.
+        try:
+            self.mutate("update-ref", f"refs/heads/{branch}", base_sha, "0" * len(base_sha))
+        except GitError as exc:
+            raise GitError(f"branch {branch} already exists; run branches are never reused") from exc
+        with self.locked():
+            self.git("worktree", "repair", str(path))
+            self.git("symbolic-ref", "HEAD", f"refs/heads/{branch}", git_dir=admin)
+
+    def worktree_admin(self, path: Path) -> Path | None:
+        """The folder in the repository that describes the worktree at ``path`` (from its .git file)."""
+        try:
+            text = (path / ".git").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not text.startswith("gitdir: "):
+            return None
+        admin = Path(text[len("gitdir: ") :].strip())
+        return admin if admin.is_relative_to(self.git_dir / "worktrees") else None
 
     def remove_worktree(self, path: Path) -> None:
         with self.locked():

@@ -38,6 +38,25 @@ def write_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
     (git_dir / "objects" / "info").mkdir(parents=True)
     (git_dir / "info").mkdir()
     (git_dir / "refs" / "tags").mkdir(parents=True)
+    _write_identity(git_dir, spec)
+    (git_dir / "objects" / "info" / "alternates").write_text(CONTAINER_OBJECTS + "\n")
+    # .case/ is the run's scope for markers; it never belongs in the agent's commits.
+    (git_dir / "info" / "exclude").write_text(".case/\n")
+    paths.dotgit.write_text(f"gitdir: {CONTAINER_GIT_DIR}\n")
+    paths.out_dir.mkdir()
+
+
+def retarget_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
+    """A warm slot's private git dir handed to a run: the run's branch and identity.
+
+    The index and the checkout stay; the run's entry resets to the new HEAD, which rewrites
+    only the files that differ from what the slot checked out.
+    """
+    remove_tree(paths.git_dir / "refs" / "heads")
+    _write_identity(paths.git_dir, spec)
+
+
+def _write_identity(git_dir: Path, spec: PrivateGitSpec) -> None:
     _write_ref(git_dir, f"refs/heads/{spec.branch}", spec.base_sha)
     if spec.base_branch and spec.base_branch != spec.branch:
         # Agents diff against the base branch (case's agents use `main`): give them a copy.
@@ -59,11 +78,6 @@ def write_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
     if version:
         config += ["[extensions]", f"\tobjectformat = {spec.object_format}"]
     (git_dir / "config").write_text("\n".join(config) + "\n")
-    (git_dir / "objects" / "info" / "alternates").write_text(CONTAINER_OBJECTS + "\n")
-    # .case/ is the run's scope for markers; it never belongs in the agent's commits.
-    (git_dir / "info" / "exclude").write_text(".case/\n")
-    paths.dotgit.write_text(f"gitdir: {CONTAINER_GIT_DIR}\n")
-    paths.out_dir.mkdir()
 
 
 def _write_ref(git_dir: Path, ref: str, sha: str) -> None:
@@ -141,6 +155,7 @@ class LocalWorkspace:
     prepare_record = staticmethod(prepare_record)
     prepare_worktree_dir = staticmethod(prepare_worktree_dir)
     write_private_git_dir = staticmethod(write_private_git_dir)
+    retarget_private_git_dir = staticmethod(retarget_private_git_dir)
     write_tasks_view = staticmethod(write_tasks_view)
     write_case_scope = staticmethod(write_case_scope)
     chown_tree = staticmethod(chown_tree)

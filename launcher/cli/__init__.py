@@ -15,7 +15,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
-from launcher.cli import batch_cmd, image_cmd, init_cmd, paths_cmd, run_cmd, task_cmd
+from launcher.cli import batch_cmd, image_cmd, init_cmd, paths_cmd, pool_cmd, run_cmd, task_cmd
 from launcher.cli.app_context import Application
 from launcher.errors import ExitCode, LauncherError
 
@@ -59,6 +59,7 @@ paths_cmd.register(app)
 image_cmd.register(app)
 run_cmd.register(app)
 batch_cmd.register(app)
+pool_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -89,6 +89,7 @@ class Application:
         from launcher.adapters.docker.sandbox import DockerSandbox
         from launcher.adapters.faults import fault_point
         from launcher.adapters.git import Repository
+        from launcher.adapters.poolslots import PoolSlots
         from launcher.adapters.taskfiles import TaskFiles, schema_validator
         from launcher.adapters.workspace import LocalWorkspace
         from launcher.core.runs import RunEnvironment, RunService
@@ -115,6 +116,7 @@ class Application:
                 locate_repo=self.locate_repo,
                 network=self.config.network,
                 egress=self.make_egress(store, lambda: sandbox.client),
+                pool=PoolSlots(layout.state_dir / "pool", layout.worktrees_dir),
             )
         )
 

@@ -107,6 +107,11 @@ def run(
         "requests for UPSTREAM; the agent gets NAME as a placeholder and *_BASE_URL pointing at the proxy.",
     ),
     runtime: str = typer.Option(None, "--runtime", metavar="RUNTIME", help="OCI runtime, e.g. runsc (gVisor)."),
+    use_pool: bool = typer.Option(
+        True,
+        "--pool/--no-pool",
+        help="Take a warm slot from `launcher pool warm` when one matches (repository, image, network kind).",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
     ),
@@ -150,6 +155,7 @@ def run(
         presets=preset,
         api_keys=api_key,
         runtime=runtime,
+        pool=use_pool,
     )
     if detach:
         run_id = _spawn_supervisor(app_, request)

@@ -50,30 +50,80 @@ class RunEgress:
         self.networks.check_image()
 
     def open(self, run: RunRecord, policy: EgressPolicy, key_values: dict[str, str]) -> RunNetwork:
+        def record(subnet: RunSubnet) -> None:
+            self.store.update_run(run.id, details={"egress": _egress_record(name, subnet)})
+
         name = self.network_name(run.id)
-        skip: list[int] = []
-        for _ in range(MAX_SUBNET_ATTEMPTS):
-            subnet = self.pool.subnet(self.store.lease_subnet(run.id, self.pool.slots, skip))
-            self.store.update_run(
-                run.id,
-                details={"egress": {"network": name, "subnet": subnet.cidr, "proxy_ip": subnet.proxy_ip}},
-            )
-            try:
-                self.networks.create_network(name, subnet, self._labels(run, subnet))
-                break
-            except SubnetInUseError:
-                skip.append(subnet.slot)
-        else:
-            raise CapacityError(
-                f"no free subnet for the run's network after {MAX_SUBNET_ATTEMPTS} tries in {self.pool.network}",
-                hint="other networks on this engine overlap [network].subnet_pool; choose another range",
-            )
+        subnet = self._make_network(run.id, name, lambda subnet: self._labels(run, subnet), record)
         self.files.prepare()
         self.files.write_policy(
             run.id, policy_document(policy, run.id, subnet.cidr, key_values, self.files.log_name(run.id))
         )
         self.networks.attach_proxy(name, subnet.proxy_ip)
         return RunNetwork(name=name, subnet=subnet)
+
+    def _make_network(
+        self,
+        holder: str,
+        name: str,
+        labels: Callable[[RunSubnet], dict[str, str]],
+        record: Callable[[RunSubnet], None],
+    ) -> RunSubnet:
+        skip: list[int] = []
+        for _ in range(MAX_SUBNET_ATTEMPTS):
+            subnet = self.pool.subnet(self.store.lease_subnet(holder, self.pool.slots, skip))
+            record(subnet)
+            try:
+                self.networks.create_network(name, subnet, labels(subnet))
+                return subnet
+            except SubnetInUseError:
+                skip.append(subnet.slot)
+        raise CapacityError(
+            f"no free subnet for network {name} after {MAX_SUBNET_ATTEMPTS} tries in {self.pool.network}",
+            hint="other networks on this engine overlap [network].subnet_pool; choose another range",
+        )
+
+    # -- warm pool slots: the network is made ahead of time, the policy when a run takes it --
+
+    def open_slot(self, slot_id: str, labels: dict[str, str]) -> RunNetwork:
+        """A warm slot's network; the proxy refuses everything on it until a run's policy is written."""
+        name = self.network_name(slot_id)
+
+        def slot_labels(subnet: RunSubnet) -> dict[str, str]:
+            return {**labels, "launcher.kind": "pool-network", **_subnet_labels(subnet)}
+
+        subnet = self._make_network(pool_holder(slot_id), name, slot_labels, lambda _subnet: None)
+        self.files.prepare()  # the proxy mounts the policy folder
+        self.networks.attach_proxy(name, subnet.proxy_ip)
+        return RunNetwork(name=name, subnet=subnet)
+
+    def slot_network(self, slot_id: str, subnet_slot: int) -> RunNetwork:
+        return RunNetwork(name=self.network_name(slot_id), subnet=self.pool.subnet(subnet_slot))
+
+    def adopt_slot(
+        self, run: RunRecord, slot_id: str, network: RunNetwork, policy: EgressPolicy, key_values: dict[str, str]
+    ) -> None:
+        """The run takes over a slot's network: its lease, its record, and the run's policy at the proxy."""
+        if not self.store.transfer_subnet(pool_holder(slot_id), run.id):
+            raise CapacityError(f"pool slot {slot_id} holds no subnet lease any more (collected by gc?)")
+        subnet = network.subnet
+        self.store.update_run(run.id, details={"egress": _egress_record(network.name, subnet)})
+        self.files.prepare()
+        self.files.write_policy(
+            run.id, policy_document(policy, run.id, subnet.cidr, key_values, self.files.log_name(run.id))
+        )
+
+    def close_slot(self, slot_id: str, problems: list[str]) -> None:
+        """Tear down a slot's network that no run took."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("network removal", lambda: self.networks.remove_network(self.network_name(slot_id))),
+            ("subnet release", lambda: self.store.release_subnet(pool_holder(slot_id))),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except (LauncherError, OSError) as exc:
+                problems.append(f"egress {what}: {exc}")
 
     def close(self, run: RunRecord, decision_log: Path, problems: list[str]) -> EgressSummary | None:
         """Tear down what ``open`` made (each step even when another failed); summarise the log."""
@@ -102,6 +152,21 @@ class RunEgress:
             "launcher.kind": "run-network",
             "launcher.run-id": run.id,
             "launcher.task-id": run.task_id,
-            "launcher.subnet": subnet.cidr,
-            "launcher.proxy-ip": subnet.proxy_ip,
+            **_subnet_labels(subnet),
         }
+
+
+def _subnet_labels(subnet: RunSubnet) -> dict[str, str]:
+    return {"launcher.subnet": subnet.cidr, "launcher.proxy-ip": subnet.proxy_ip}
+
+
+def _egress_record(name: str, subnet: RunSubnet) -> dict[str, str]:
+    return {"network": name, "subnet": subnet.cidr, "proxy_ip": subnet.proxy_ip}
+
+
+POOL_HOLDER_PREFIX = "pool:"
+
+
+def pool_holder(slot_id: str) -> str:
+    """Who holds a warm slot's subnet lease until a run takes the slot."""
+    return POOL_HOLDER_PREFIX + slot_id

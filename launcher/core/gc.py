@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from launcher.core.egress import POOL_HOLDER_PREFIX
 from launcher.core.ports import RepoPort
 from launcher.core.runs import RunService
 from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
@@ -41,15 +42,77 @@ class GarbageCollector:
         self.service = service
         self.env = service.env
         self.owner_alive = owner_alive
+        self._slots_in_service: set[str] = set()
 
     def collect(self, *, dry_run: bool) -> GcReport:
         report = GcReport(dry_run=dry_run)
         self._settle_orphaned_runs(report)
+        self._collect_pool(report)
+        self._slots_in_service = self._pool_slots_in_service()
         self._remove_stray_containers(report)
         self._remove_stray_folders(report)
         if self.env.egress is not None:
             self._collect_egress(report)
         return report
+
+    # -- warm pool -------------------------------------------------------------------------
+
+    def _pool_slots_in_service(self) -> set[str]:
+        """Slots whose container, network and worktree must stay: ready ones, ones a live warmer
+        is making, and ones a live run took (the run's settle removes those)."""
+        pool = self.env.pool
+        if pool is None:
+            return set()
+        keep = {slot.id for slot in pool.ready()}
+        keep |= {w.id for w in pool.warming() if w.alive}
+        for run in self.env.store.list_runs(states=LIVE_RUN_STATES):
+            slot_id = run.details.get("pool_slot")
+            if isinstance(slot_id, str) and self.owner_alive(run.owner) is not False:
+                keep.add(slot_id)
+        return keep
+
+    def _collect_pool(self, report: GcReport) -> None:
+        """Slots whose warmer died, ready slots whose container stopped, and half-drained slots."""
+        pool = self.env.pool
+        if pool is None:
+            return
+        doomed: list[tuple[str, str, bool]] = [(w.id, "its warmer died", True) for w in pool.warming() if not w.alive]
+        for slot in pool.ready():
+            state = self.env.sandbox.inspect_state(slot.container_id) if slot.container_id else None
+            if not state or not state.get("Running"):
+                doomed.append((slot.id, "its container is not running", False))
+        for slot_id, why, warming in doomed:
+            self._act(
+                report,
+                GcAction(kind="discard-pool-slot", target=slot_id, reason=why),
+                lambda slot_id=slot_id, warming=warming: self._discard_slot(slot_id, warming),  # type: ignore[misc]
+            )
+        for folder in pool.discarded():
+            self._act(
+                report,
+                GcAction(kind="discard-pool-slot", target=folder.name, reason="a drain or gc stopped halfway"),
+                lambda folder=folder: self._discard_folder(folder),  # type: ignore[misc]
+            )
+
+    def _discard_slot(self, slot_id: str, warming: bool) -> None:
+        pool = self.env.pool
+        assert pool is not None
+        folder = pool.claim_for_discard(slot_id, warming=warming)
+        if folder is not None:  # else a run took it meanwhile
+            self._discard_folder(folder)
+
+    def _discard_folder(self, folder: Path) -> None:
+        pool = self.env.pool
+        assert pool is not None
+        slot = pool.read(folder)
+        problems: list[str] = []
+        if slot is None:
+            self.env.workspace.remove_tree(pool.worktree_of(folder.name))
+            self.env.workspace.remove_tree(folder)
+        else:
+            self.service.discard_slot(slot, folder, problems)
+        if problems:
+            raise LauncherError("; ".join(problems))
 
     def _act(self, report: GcReport, action: GcAction, do: Callable[[], object]) -> None:
         report.actions.append(action)
@@ -101,6 +164,15 @@ class GarbageCollector:
         for container in sandbox.list({"launcher.root": str(self.env.root)}):
             if container.labels.get("launcher.kind") == "egress-proxy":
                 continue  # shared by every run of this root: removed below once no run needs it
+            slot_id = container.labels.get("launcher.pool-slot")
+            if slot_id is not None:
+                if slot_id not in self._slots_in_service:
+                    self._act(
+                        report,
+                        GcAction(kind="remove-container", target=container.name, reason="its pool slot is gone"),
+                        lambda cid=container.id: sandbox.remove(cid),  # type: ignore[misc]
+                    )
+                continue
             run = self._run_or_none(container.labels.get("launcher.run-id"))
             if run is not None and run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
                 continue
@@ -119,6 +191,9 @@ class GarbageCollector:
             if not parent.is_dir():
                 continue
             for entry in sorted(parent.iterdir()):
+                if entry.name == ".pool" and folder_kind == "worktree":
+                    self._remove_stray_pool_worktrees(report, entry)
+                    continue
                 run = self._run_or_none(entry.name)
                 if run is not None and run.state not in TERMINAL_RUN_STATES:
                     continue
@@ -130,6 +205,16 @@ class GarbageCollector:
                     GcAction(kind=f"remove-{folder_kind}", target=str(entry), reason=why),
                     lambda entry=entry, run=run, kind=folder_kind: self._remove_folder(entry, run, kind),  # type: ignore[misc]
                 )
+
+    def _remove_stray_pool_worktrees(self, report: GcReport, parent: Path) -> None:
+        for entry in sorted(parent.iterdir()):
+            if entry.name in self._slots_in_service:
+                continue
+            self._act(
+                report,
+                GcAction(kind="remove-worktree", target=str(entry), reason="its pool slot is gone"),
+                lambda entry=entry: self._remove_folder(entry, None, "worktree"),  # type: ignore[misc]
+            )
 
     def _settled(self, run_id: str | None) -> tuple[bool, str]:
         """Whether what belongs to ``run_id`` may go, and why."""
@@ -144,7 +229,11 @@ class GarbageCollector:
         egress = self.env.egress
         assert egress is not None
         for network in egress.networks.networks():
-            may_go, why = self._settled(network.labels.get("launcher.run-id"))
+            slot_id = network.labels.get("launcher.pool-slot")
+            if slot_id is not None:
+                may_go, why = slot_id not in self._slots_in_service, "its pool slot is gone"
+            else:
+                may_go, why = self._settled(network.labels.get("launcher.run-id"))
             if may_go:
                 self._act(
                     report,
@@ -160,7 +249,10 @@ class GarbageCollector:
                     lambda run_id=run_id: egress.files.remove_policy(run_id),  # type: ignore[misc]
                 )
         for slot, run_id in sorted(egress.store.subnet_leases().items()):
-            may_go, why = self._settled(run_id)
+            if run_id.startswith(POOL_HOLDER_PREFIX):
+                may_go, why = run_id[len(POOL_HOLDER_PREFIX) :] not in self._slots_in_service, "its pool slot is gone"
+            else:
+                may_go, why = self._settled(run_id)
             if may_go:
                 self._act(
                     report,

@@ -12,10 +12,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from launcher.core.runlayout import PrivateGitSpec, RunPaths
 from launcher.core.subnets import RunSubnet
@@ -137,6 +139,10 @@ class Coordinator(ABC):
         """Free the run's slot; False when it held none."""
 
     @abstractmethod
+    def transfer_subnet(self, holder: str, new_holder: str) -> bool:
+        """Hand ``holder``'s lease to ``new_holder`` (a warm slot's network to the run taking it)."""
+
+    @abstractmethod
     def subnet_leases(self) -> dict[int, str]:
         """Every held slot and the run holding it."""
 
@@ -208,6 +214,33 @@ class ContainerInfo(BaseModel):
     labels: dict[str, str]
 
 
+class PoolSlot(BaseModel):
+    """A warm pool slot (slot.json): a checked-out worktree and a started container waiting for a run.
+
+    A run takes a slot only when every field that shapes the container matches what the run
+    would have been given anyway, so taking a slot never changes what an agent sees.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    repo: str = Field(description="repository top level")
+    project: str = Field(description="the task's repo field this slot serves (projects.json name or path)")
+    image: str
+    image_id: str
+    base_sha: str = Field(description="what the worktree was checked out at; a run resets to its own base")
+    network: Literal["none", "proxied"]
+    subnet_slot: int | None = Field(default=None, description="the slot's /28 in [network].subnet_pool")
+    uid: int
+    gid: int
+    container_id: str | None = None
+    memory: str
+    cpus: float
+    pids_limit: int
+    runtime: str | None = None
+    created_at: datetime
+
+
 class NetworkInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -268,6 +301,10 @@ class Sandbox(Protocol):
 
     def list(self, labels: dict[str, str]) -> list[ContainerInfo]: ...
 
+    def wait_for_output(self, container_id: str, marker: bytes, timeout: float) -> None:
+        """Return once the container has printed ``marker``; DockerError if it exits or times out."""
+        ...
+
 
 class RepoPort(Protocol):
     """A repository on the host, as the run service uses it."""
@@ -290,6 +327,16 @@ class RepoPort(Protocol):
     def add_worktree(self, path: Path, branch: str, base_sha: str) -> None: ...
 
     def remove_worktree(self, path: Path) -> None: ...
+
+    def add_detached_worktree(self, path: Path, base_sha: str) -> None:
+        """A worktree on no branch yet, without checkout: a warm pool slot."""
+        ...
+
+    def adopt_worktree(self, path: Path, branch: str, base_sha: str) -> None:
+        """A pool slot's worktree, moved to ``path``, gets the run's new branch."""
+        ...
+
+    def worktree_admin(self, path: Path) -> Path | None: ...
 
     def prune_worktrees(self) -> None: ...
 
@@ -323,6 +370,8 @@ class WorkspacePort(Protocol):
 
     def write_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None: ...
 
+    def retarget_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None: ...
+
     def write_tasks_view(
         self, paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path
     ) -> None: ...
@@ -338,3 +387,47 @@ class WorkspacePort(Protocol):
     def copy_bundle_out(self, paths: RunPaths, *, max_bytes: int) -> Path | None: ...
 
     def read_in(self, top: Path, parts: list[str], *, max_bytes: int) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class WarmingSlot:
+    id: str
+    folder: Path
+    alive: bool = field(metadata={"doc": "its warmer still holds the slot's lock"})
+    slot: PoolSlot | None
+
+
+class PoolSlotsPort(Protocol):
+    """Where warm slots live between warming and a run taking one (see adapters.poolslots)."""
+
+    def worktree_of(self, slot_id: str) -> Path: ...
+
+    def allocation_lock(self) -> AbstractContextManager[None]: ...
+
+    def new_slot(self) -> AbstractContextManager[tuple[str, Path]]: ...
+
+    def record(self, folder: Path, slot: PoolSlot) -> None: ...
+
+    def publish(self, slot_id: str) -> None: ...
+
+    def ready(self) -> list[PoolSlot]: ...
+
+    def warming(self) -> list[WarmingSlot]: ...
+
+    def read(self, folder: Path) -> PoolSlot | None: ...
+
+    def claim(self, slot_id: str, dest: Path) -> bool: ...
+
+    def claim_for_discard(self, slot_id: str, *, warming: bool = False) -> Path | None: ...
+
+    def discarded(self) -> list[Path]: ...
+
+    def make_control(self, folder: Path, uid: int, gid: int) -> Path: ...
+
+    def open_go(self, folder: Path) -> int | None: ...
+
+    def write_spec(self, folder: Path, env: dict[str, str], argv: list[str], owner: tuple[int, int]) -> None: ...
+
+    def go(self, fd: int) -> None: ...
+
+    def abandon(self, fd: int) -> None: ...

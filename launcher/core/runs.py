@@ -30,6 +30,8 @@ from launcher.core.netpolicy import (
 from launcher.core.ports import (
     Coordinator,
     MountSpec,
+    PoolSlot,
+    PoolSlotsPort,
     RepoPort,
     Sandbox,
     SandboxSpec,
@@ -53,6 +55,7 @@ from launcher.models import NewRun, RunOwner, RunRecord, TaskRecord, utcnow
 from launcher.settings import NetworkSettings, RunDefaults
 
 BUNDLE_MAX_BYTES = 512 * 1024 * 1024
+POOL_READY_LINE = b"launcher-pool: ready\n"
 MARKER_MAX_BYTES = 256 * 1024
 TASK_COPY_MAX_BYTES = 4 * 1024 * 1024
 LOG_SCAN_MAX_BYTES = 16 * 1024 * 1024
@@ -76,6 +79,7 @@ class RunRequest(BaseModel):
     api_keys: list[str] = Field(default_factory=list, description="NAME=UPSTREAM; the proxy holds the key")
     secrets: list[str] = Field(default_factory=list, description="NAME (host env) or NAME=FILE")
     runtime: str | None = None
+    pool: bool = Field(default=True, description="take a matching warm pool slot when one is ready")
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class RunPlan:
     task: TaskRecord
     repo: RepoPort
     image: str
+    image_id: str
     command: list[str]
     timeout: float
     keep_worktree: bool
@@ -92,6 +97,7 @@ class RunPlan:
     base_branch: str | None
     secrets: dict[str, str]
     api_key_values: dict[str, str]
+    pool: bool = True
 
 
 @dataclass
@@ -121,6 +127,8 @@ class RunEnvironment:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     # None where no Docker engine backs the runs; then only --network none can run.
     egress: RunEgress | None = None
+    # Warm pool slots (`launcher pool warm`); None: every run is made from scratch.
+    pool: PoolSlotsPort | None = None
 
 
 def resolve_secrets(names: list[str], environ: dict[str, str]) -> dict[str, str]:
@@ -182,7 +190,7 @@ class RunService:
                 hint="pass one after `--`, store one with `task create … -- CMD`, or set [run].command",
             )
         image = request.image or task.image or d.image
-        self.env.sandbox.image_id(image)
+        image_id = self.env.sandbox.image_id(image)
         repo_path = self.env.locate_repo(task)
         if not repo_path:
             raise InvalidInputError(
@@ -205,6 +213,7 @@ class RunService:
             task=task,
             repo=repo,
             image=image,
+            image_id=image_id,
             command=command,
             timeout=request.timeout or d.timeout,
             keep_worktree=d.keep_worktree if request.keep_worktree is None else request.keep_worktree,
@@ -214,6 +223,7 @@ class RunService:
             base_branch=repo.symbolic_branch(task.base_ref),
             secrets=resolve_secrets(request.secrets, environ),
             api_key_values=resolve_key_values(egress, environ),
+            pool=request.pool,
         )
 
     def _egress_policy(self, request: RunRequest) -> EgressPolicy:
@@ -275,21 +285,26 @@ class RunService:
         error: str | None = None
         infrastructure = False
         step = self.env.checkpoint
+        skip_through: bytes | None = None
         try:
             run = store.update_run(run.id, expected=[RunState.CREATED], state=RunState.PREPARING)
-            # The network (Docker round trips) is made while the worktree is checked out (git).
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"network-{run.id}") as pool:
-                network_made = pool.submit(self._open_network, plan, run)
-                self._prepare(plan, run, paths, uid, gid)
-                network = network_made.result()
-            step("before:create")
-            container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid, network))
-            run = store.update_run(run.id, container_id=container_id)
-            step("after:create")
-            self.env.sandbox.start(container_id)
+            container_id = self._start_from_pool(plan, run, paths)
+            if container_id is not None:
+                skip_through = POOL_READY_LINE
+            else:
+                # The network (Docker round trips) is made while the worktree is checked out (git).
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"network-{run.id}") as pool:
+                    network_made = pool.submit(self._open_network, plan, run)
+                    self._prepare(plan, run, paths, uid, gid)
+                    network = network_made.result()
+                step("before:create")
+                container_id = self.env.sandbox.create(self._spec(plan, run, paths, uid, gid, network))
+                run = store.update_run(run.id, container_id=container_id)
+                step("after:create")
+                self.env.sandbox.start(container_id)
             run = store.update_run(run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow())
             step("after:start")
-            ending, exit_code = self._supervise(run, container_id, plan, paths, echo)
+            ending, exit_code = self._supervise(run, container_id, plan, paths, echo, skip_through)
             step("after:wait")
         except KeyboardInterrupt:
             ending, error = "cancelled", "interrupted (Ctrl-C)"
@@ -332,6 +347,109 @@ class RunService:
                 user_email=f"{run.id}@launcher.invalid",
             ),
         )
+        self._write_task_scope(task, run, paths)
+        for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
+            ws.chown_tree(top, uid, gid)
+        # The worktree's real .git file stays the repository owner's: it is hidden from the run.
+        ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
+
+    # -- warm pool: a slot checked out and started ahead of time ----------------------------
+
+    def _start_from_pool(self, plan: RunPlan, run: RunRecord, paths: RunPaths) -> str | None:
+        """Hand a matching ready slot to the run; its container id, or None to start from scratch."""
+        slots = self.env.pool
+        if slots is None or not plan.pool:
+            return None
+        for slot in slots.ready():
+            if not self._slot_fits(slot, plan):
+                continue
+            # The claim is a rename into the run's own sandbox folder: one winner per slot.
+            if not slots.claim(slot.id, paths.sandbox):
+                continue
+            self.env.checkpoint("after:pool-claim")
+            go = slots.open_go(paths.sandbox)
+            if go is None:
+                # Its container is gone (engine restart, removed by hand): discard, try the next.
+                self.discard_slot(slot, paths.sandbox, [])
+                continue
+            try:
+                self._hand_over(plan, run, paths, slot)
+            except BaseException:
+                slots.abandon(go)
+                raise
+            slots.go(go)
+            return slot.container_id
+        return None
+
+    def _slot_fits(self, slot: PoolSlot, plan: RunPlan) -> bool:
+        d = self.env.defaults
+        return (
+            slot.repo == str(plan.repo.toplevel)
+            and slot.project == plan.task.repo
+            and slot.image_id == plan.image_id
+            and slot.network == ("none" if plan.egress.mode == "none" else "proxied")
+            and (slot.memory, slot.cpus, slot.pids_limit) == (d.memory, d.cpus, d.pids_limit)
+            and slot.runtime == plan.runtime
+            and slot.container_id is not None
+        )
+
+    def _hand_over(self, plan: RunPlan, run: RunRecord, paths: RunPaths, slot: PoolSlot) -> None:
+        store, ws, slots, task = self.env.store, self.env.workspace, self.env.pool, plan.task
+        assert slots is not None
+        # First, so a launcher killed from here on leaves a run whose settle removes the container.
+        store.update_run(
+            run.id,
+            uid=slot.uid,
+            container_id=slot.container_id,
+            details={"pool_slot": slot.id, "pool_base_sha": slot.base_sha},
+        )
+        ws.prepare_record(paths)
+        ws.move_out(slots.worktree_of(slot.id), paths.worktree)
+        plan.repo.adopt_worktree(paths.worktree, run.branch, plan.base_sha)
+        ws.retarget_private_git_dir(
+            paths,
+            PrivateGitSpec(
+                branch=run.branch,
+                base_sha=plan.base_sha,
+                base_branch=plan.base_branch,
+                object_format=plan.repo.config_get("extensions.objectformat"),
+                user_name="launcher agent",
+                user_email=f"{run.id}@launcher.invalid",
+            ),
+        )
+        self._write_task_scope(task, run, paths)
+        for top in (paths.git_dir, paths.tasks_view, paths.worktree / ".case"):
+            ws.chown_tree(top, slot.uid, slot.gid)
+        network: RunNetwork | None = None
+        if slot.network == "proxied":
+            egress = self.env.egress
+            if egress is None or slot.subnet_slot is None:
+                raise InvalidInputError(f"pool slot {slot.id} has a network but this launcher has no egress proxy")
+            network = egress.slot_network(slot.id, slot.subnet_slot)
+            egress.adopt_slot(run, slot.id, network, plan.egress, plan.api_key_values)
+        slots.write_spec(paths.sandbox, self.run_env(plan, run, network), plan.command, (slot.uid, slot.gid))
+
+    def discard_slot(self, slot: PoolSlot, folder: Path, problems: list[str]) -> None:
+        """Remove a slot that no run will use: its container, network, worktree and folder."""
+        if slot.container_id:
+            try:
+                self.env.sandbox.remove(slot.container_id)
+            except LauncherError as exc:
+                problems.append(f"container: {exc}")
+        if self.env.egress is not None and slot.network == "proxied":
+            self.env.egress.close_slot(slot.id, problems)
+        pool = self.env.pool
+        if pool is not None:
+            self.env.workspace.remove_tree(pool.worktree_of(slot.id))
+        try:
+            self.env.open_repo(slot.repo).prune_worktrees()
+        except LauncherError as exc:
+            problems.append(f"worktree: {exc}")
+        self.env.workspace.remove_tree(folder)
+
+    def _write_task_scope(self, task: TaskRecord, run: RunRecord, paths: RunPaths) -> None:
+        """The run's copy of its task files and its .case/ scope, and the snapshot it is judged against."""
+        ws, step = self.env.workspace, self.env.checkpoint
         task = self.env.files.sync(task.id)
         task_json = self.env.files.json_path(task).read_bytes()
         md_path = self.env.files.md_path(task)
@@ -341,10 +459,6 @@ class RunService:
         ws.write_case_scope(paths.worktree, task.id, task_json)
         step("after:scope")
         self.env.store.update_run(run.id, details={"task_snapshot": task.doc, "task_version": task.version})
-        for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
-            ws.chown_tree(top, uid, gid)
-        # The worktree's real .git file stays the repository owner's: it is hidden from the run.
-        ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
 
     def _open_network(self, plan: RunPlan, run: RunRecord) -> RunNetwork | None:
         if plan.egress.mode == "none" or self.env.egress is None:
@@ -357,7 +471,24 @@ class RunService:
     def _spec(
         self, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int, network: RunNetwork | None
     ) -> SandboxSpec:
-        root, task = self.env.root, plan.task
+        return self.container_spec(
+            repo=plan.repo,
+            project=plan.task.repo,
+            image=plan.image,
+            runtime=plan.runtime,
+            paths=paths,
+            uid=uid,
+            gid=gid,
+            network=network,
+            name=f"launcher-{run.id}-{root_tag(self.env.root)}",
+            labels=run_labels(self.env.root, run),
+            command=plan.command,
+            env=self.run_env(plan, run, network),
+        )
+
+    def run_env(self, plan: RunPlan, run: RunRecord, network: RunNetwork | None) -> dict[str, str]:
+        """The run's facts, secrets and proxy settings, as the agent sees them."""
+        task = plan.task
         git_config = [("safe.directory", CONTAINER_WORKTREE)]
         env = {
             "CASE_ROOT": CONTAINER_CASE_ROOT,
@@ -371,52 +502,73 @@ class RunService:
             "HOME": CONTAINER_HOME,
             **plan.secrets,
         }
-        extra_mounts: list[MountSpec] = []
         if network is not None:
             proxy_env, forge_rewrites = agent_environment(plan.egress, network.subnet.proxy_ip)
             env.update(proxy_env)
             git_config += forge_rewrites
-            # Names never resolve inside a run (the proxy resolves them): a resolver where nothing
-            # listens makes lookups fail at once instead of after the usual seconds of retries.
-            resolv = paths.sandbox / "resolv.conf"
-            resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-            extra_mounts.append(MountSpec(target="/etc/resolv.conf", source=str(resolv), read_only=True))
         # The worktree belongs to the run's uid, so git's ownership check passes anyway;
         # safe.directory only covers images whose git resolves the path differently.
         env.update(git_config_env(git_config))
+        return env
+
+    def container_spec(
+        self,
+        *,
+        repo: RepoPort,
+        project: str,
+        image: str,
+        runtime: str | None,
+        paths: RunPaths,
+        uid: int,
+        gid: int,
+        network: RunNetwork | None,
+        name: str,
+        labels: dict[str, str],
+        command: list[str],
+        env: dict[str, str],
+        extra_mounts: tuple[MountSpec, ...] = (),
+    ) -> SandboxSpec:
+        """A container on a run's layout; a warm pool slot uses it with the slot's own layout."""
         mounts = [
             MountSpec(target=CONTAINER_WORKTREE, source=str(paths.worktree)),
             MountSpec(target=f"{CONTAINER_WORKTREE}/.git", source=str(paths.dotgit), read_only=True),
             MountSpec(target=CONTAINER_GIT_DIR, source=str(paths.git_dir)),
-            MountSpec(target=CONTAINER_OBJECTS, source=str(plan.repo.objects_dir), read_only=True),
+            MountSpec(target=CONTAINER_OBJECTS, source=str(repo.objects_dir), read_only=True),
             MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
             MountSpec(target=CONTAINER_ENTRY, source=str(self.env.entry_script), read_only=True),
-            *self._harness_mounts(plan, paths),
+            *self._harness_mounts(repo, project, paths),
             *extra_mounts,
         ]
+        if network is not None:
+            # Names never resolve inside a run (the proxy resolves them): a resolver where nothing
+            # listens makes lookups fail at once instead of after the usual seconds of retries.
+            resolv = paths.sandbox / "resolv.conf"
+            resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            mounts.append(MountSpec(target="/etc/resolv.conf", source=str(resolv), read_only=True))
+        d = self.env.defaults
         return SandboxSpec(
-            image=plan.image,
-            name=f"launcher-{run.id}-{root_tag(root)}",
-            command=plan.command,
+            image=image,
+            name=name,
+            command=command,
             entrypoint=["/bin/sh", CONTAINER_ENTRY],
             env=env,
             user=f"{uid}:{gid}",
             workdir=CONTAINER_WORKTREE,
-            labels=run_labels(root, run),
+            labels=labels,
             mounts=mounts,
             writable_tmp=["/tmp", CONTAINER_HOME],
             network=network.name if network is not None else "none",
-            memory=self.env.defaults.memory,
-            cpus=self.env.defaults.cpus,
-            pids_limit=self.env.defaults.pids_limit,
-            runtime=plan.runtime,
+            memory=d.memory,
+            cpus=d.cpus,
+            pids_limit=d.pids_limit,
+            runtime=runtime,
         )
 
-    def _harness_mounts(self, plan: RunPlan, paths: RunPaths) -> list[MountSpec]:
+    def _harness_mounts(self, repo: RepoPort, project: str, paths: RunPaths) -> list[MountSpec]:
         """The case root read-only at /case, minus everything that is not this run's to see."""
         root = self.env.root
         mounts = [MountSpec(target=CONTAINER_CASE_ROOT, source=str(root), read_only=True)]
-        hidden = {self.env.state_dir, self.env.worktrees_dir, plan.repo.git_dir}
+        hidden = {self.env.state_dir, self.env.worktrees_dir, repo.git_dir}
         for path in sorted(hidden):
             if path.is_relative_to(root) and path != root and path.exists():
                 rel = path.relative_to(root)
@@ -432,7 +584,7 @@ class RunService:
                             tmpfs_mode=0o755,
                         )
                     )
-        view = self.env.projects_view(plan.task.repo, "../workspace") if self.env.projects_view else None
+        view = self.env.projects_view(project, "../workspace") if self.env.projects_view else None
         if view is not None and (root / "projects.json").is_file():
             # case's orchestrator finds the repository through projects.json: point it at the run.
             (paths.sandbox / "projects.json").write_bytes(view)
@@ -458,9 +610,10 @@ class RunService:
         plan: RunPlan,
         paths: RunPaths,
         echo: Callable[[bytes], None] | None,
+        skip_through: bytes | None = None,
     ) -> tuple[Ending, int | None]:
         redactor = Redactor({**plan.secrets, **plan.api_key_values})
-        pump = LogPump(self.env.sandbox, container_id, paths.log, redactor, echo)
+        pump = LogPump(self.env.sandbox, container_id, paths.log, redactor, echo, skip_through)
         pump.start()
         try:
             code = self.env.sandbox.wait(container_id, plan.timeout)
@@ -739,8 +892,8 @@ class RunService:
             ws.move_out(paths.worktree / ".case", paths.record / "case-scope")
             owner_uid, owner_gid = repo.owner_ids
             ws.chown_tree(paths.worktree, owner_uid, owner_gid)
-            admin = repo.git_dir / "worktrees" / paths.worktree.name
-            if admin.is_dir():
+            admin = repo.worktree_admin(paths.worktree)
+            if admin is not None and admin.is_dir():
                 repo.read_tree_into_worktree_index(admin, str(tip or run.details.get("base_sha")))
         else:
             ws.remove_tree(paths.worktree)
@@ -759,19 +912,30 @@ class LogPump(threading.Thread):
         log_path: Path,
         redactor: Redactor,
         echo: Callable[[bytes], None] | None,
+        skip_through: bytes | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"logs-{container_id[:12]}")
         self.sandbox, self.container_id, self.log_path = sandbox, container_id, log_path
         self.redactor, self.echo = redactor, echo
+        # A pool slot's container printed its readiness before the run took it: not the run's output.
+        self.skip_through = skip_through
 
     def run(self) -> None:
         with open(self.log_path, "ab") as log:
+            held = b""
             try:
                 for chunk in self.sandbox.logs(self.container_id):
+                    if self.skip_through is not None:
+                        held += chunk
+                        cut = held.find(self.skip_through)
+                        if cut < 0:
+                            continue
+                        chunk, held, self.skip_through = held[cut + len(self.skip_through) :], b"", None
                     self._emit(log, self.redactor.feed(chunk))
             except Exception as exc:  # a broken log stream must not kill the run
                 self._emit(log, f"\nlauncher: log stream ended: {exc}\n".encode())
-            self._emit(log, self.redactor.flush())
+            # No readiness line at all: the slot's container failed before it; show what it said.
+            self._emit(log, self.redactor.feed(held) + self.redactor.flush())
 
     def _emit(self, log: Any, data: bytes) -> None:
         if not data:

@@ -747,6 +747,16 @@ def test_subnet_leases_take_the_lowest_free_slot_and_free_it_on_release(store: C
     assert store.lease_subnet("R-4", 4) == 0
 
 
+def test_a_lease_moves_from_a_pool_slot_to_the_run_that_took_it(store: Coordinator) -> None:
+    assert store.lease_subnet("pool:p1", 4) == 0
+    assert store.transfer_subnet("pool:p1", "R-1") is True
+    assert store.subnet_leases() == {0: "R-1"}
+    # Once moved, the slot's name holds nothing: a second transfer (a racing gc) finds nothing.
+    assert store.transfer_subnet("pool:p1", "R-2") is False
+    assert store.release_subnet("R-1") is True
+    assert store.subnet_leases() == {}
+
+
 def test_a_second_lease_replaces_the_runs_first(store: Coordinator) -> None:
     assert store.lease_subnet("R-1", 8) == 0
     # Docker refused slot 0 (another tool's network overlaps it): move on, never hold two.

@@ -133,10 +133,10 @@ class DockerEgress:
                 raise DockerError(f"cannot remove network {name}: {exc.explanation or exc}") from exc
 
     def networks(self) -> list[NetworkInfo]:
-        found = self.client.networks.list(
-            filters={"label": [f"launcher.root={self.settings.root}", "launcher.kind=run-network"]}
-        )
-        return [NetworkInfo(id=n.id, name=n.name, labels=dict(n.attrs.get("Labels") or {})) for n in found]
+        """This root's run networks and warm pool slots' networks: every network the proxy serves."""
+        found = self.client.networks.list(filters={"label": [f"launcher.root={self.settings.root}"]})
+        infos = [NetworkInfo(id=n.id, name=n.name, labels=dict(n.attrs.get("Labels") or {})) for n in found]
+        return [i for i in infos if i.labels.get("launcher.kind") in ("run-network", "pool-network")]
 
     # -- the proxy --------------------------------------------------------------------------
 

@@ -8,6 +8,12 @@
 # 3. Run the agent.
 # 4. Bundle the run's commits for the host, which imports them without running git in the
 #    agent-written worktree. LAUNCHER_PHASE=harvest does only this step (for killed agents).
+#
+# LAUNCHER_PHASE=pool (a warm pool slot): steps 1-2 happen ahead of time, then the container
+# says it is ready and blocks on /launcher/ctl/go until a run takes the slot. The host then
+# writes the run's environment and command to /launcher/ctl/spec.sh (quoted by the host,
+# owned by this uid) and a line to the FIFO. The host moved HEAD to the run's branch; when
+# the run's base differs from the warmed one, the reset rewrites only the files that differ.
 set -u
 cd /workspace || { echo "launcher-entry: /workspace is missing" >&2; exit 125; }
 
@@ -23,13 +29,25 @@ if [ "${LAUNCHER_PHASE:-run}" = harvest ]; then
     exit 0
 fi
 
-if ! git reset -q --hard; then
-    echo "launcher-entry: checkout of the run's branch failed" >&2
-    exit 125
+checkout() {
+    if ! git reset -q --hard; then
+        echo "launcher-entry: checkout of the run's branch failed" >&2
+        exit 125
+    fi
+    now=$(date +%s)
+    git ls-files -z | xargs -0 -r touch -h -d "@$((now - 2))" -- 2>/dev/null
+    git update-index -q --refresh >/dev/null 2>&1
+}
+
+checkout
+if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
+    warmed=$(git rev-parse -q --verify HEAD)
+    echo "launcher-pool: ready"
+    # EOF (the host died before handing the slot over) ends the container; gc collects it.
+    read -r _go </launcher/ctl/go || exit 125
+    . /launcher/ctl/spec.sh
+    [ "$(git rev-parse -q --verify HEAD)" = "$warmed" ] || checkout
 fi
-now=$(date +%s)
-git ls-files -z | xargs -0 -r touch -h -d "@$((now - 2))" -- 2>/dev/null
-git update-index -q --refresh >/dev/null 2>&1
 
 "$@"
 rc=$?

@@ -723,6 +723,13 @@ class PostgresCoordinator(Coordinator):
 
         return self._transact(body)
 
+    def transfer_subnet(self, holder: str, new_holder: str) -> bool:
+        def body(cur: Cursor) -> bool:
+            cur.execute("UPDATE subnet_leases SET run_id = %s WHERE run_id = %s", (new_holder, holder))
+            return cur.rowcount == 1
+
+        return self._transact(body)
+
     def subnet_leases(self) -> dict[int, str]:
         def body(cur: Cursor) -> dict[int, str]:
             cur.execute("SELECT slot, run_id FROM subnet_leases")

@@ -687,6 +687,12 @@ class SqliteCoordinator(Coordinator):
         with self._write() as db:
             return db.execute("DELETE FROM subnet_leases WHERE run_id = ?", (run_id,)).rowcount == 1
 
+    def transfer_subnet(self, holder: str, new_holder: str) -> bool:
+        with self._write() as db:
+            return (
+                db.execute("UPDATE subnet_leases SET run_id = ? WHERE run_id = ?", (new_holder, holder)).rowcount == 1
+            )
+
     def subnet_leases(self) -> dict[int, str]:
         return {int(r["slot"]): str(r["run_id"]) for r in self._read("SELECT slot, run_id FROM subnet_leases")}
 

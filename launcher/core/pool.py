@@ -1,0 +1,285 @@
+"""Warm pools: worktrees checked out and containers started before any run asks for them.
+
+`launcher pool warm --repo R --size N` makes N slots. Each is a worktree (on no branch yet), a
+private git dir with the checkout done, a started container blocked on a FIFO, and for
+proxied runs a network already joined by the egress proxy. A run whose repository, image,
+network kind and limits match takes a slot (see RunService._start_from_pool): the worktree is
+moved to the run's path, the run's branch is created, the policy is written, and one line
+down the FIFO starts the agent. Slots are used once; `pool warm` tops the pool up again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.core.ports import MountSpec, PoolSlot, PoolSlotsPort, RepoPort
+from launcher.core.runlayout import CONTAINER_HOME, CONTAINER_WORKTREE, PrivateGitSpec, RunPaths
+from launcher.core.runs import POOL_READY_LINE, RunService, git_config_env, root_tag
+from launcher.core.transitions import LIVE_RUN_STATES
+from launcher.errors import InvalidInputError, LauncherError
+from launcher.models import utcnow
+
+# A 50,000-file checkout on a slow disk takes minutes; a slot that takes longer is broken.
+WARM_TIMEOUT_S = 900.0
+MAX_POOL_SIZE = 64
+POOL_BRANCH = "launcher-pool"
+CONTAINER_CONTROL = "/launcher/ctl"
+
+
+class WarmRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repo_path: str
+    project: str = Field(description="the task repo name runs will carry (projects.json name or derived)")
+    size: int = Field(ge=0, le=MAX_POOL_SIZE)
+    image: str
+    network: Literal["none", "proxied"]
+    base_ref: str
+
+
+class SlotView(BaseModel):
+    """One slot, as `launcher pool ls --json` prints it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    state: Literal["ready", "warming"]
+    repo: str | None = None
+    project: str | None = None
+    image: str | None = None
+    network: str | None = None
+    base_sha: str | None = None
+    uid: int | None = None
+    container_id: str | None = None
+    created_at: str | None = None
+
+
+class WarmReport(BaseModel):
+    ready_before: int
+    warmed: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    ready_after: int
+
+
+class DrainReport(BaseModel):
+    removed: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a run compares with a slot before taking it (see RunService._slot_fits)."""
+
+    repo: str
+    project: str
+    image_id: str
+    network: str
+    memory: str
+    cpus: float
+    pids_limit: int
+    runtime: str | None
+
+    @classmethod
+    def of(cls, slot: PoolSlot) -> _Shape:
+        return cls(
+            slot.repo,
+            slot.project,
+            slot.image_id,
+            slot.network,
+            slot.memory,
+            slot.cpus,
+            slot.pids_limit,
+            slot.runtime,
+        )
+
+
+class PoolService:
+    def __init__(self, runs: RunService) -> None:
+        if runs.env.pool is None:
+            raise InvalidInputError("this launcher has no warm pool (no Docker engine?)")
+        self.runs = runs
+        self.env = runs.env
+        self.slots: PoolSlotsPort = runs.env.pool
+
+    # -- warming -------------------------------------------------------------------------
+
+    def warm(self, request: WarmRequest, progress: Callable[[str], None] = lambda _line: None) -> WarmReport:
+        env, d = self.env, self.env.defaults
+        repo = env.open_repo(request.repo_path)
+        if str(repo.toplevel) != request.repo_path:
+            request = request.model_copy(update={"repo_path": str(repo.toplevel)})
+        base_sha = repo.resolve_commit(request.base_ref)
+        image_id = env.sandbox.image_id(request.image)
+        if request.network == "proxied":
+            if env.egress is None:
+                raise InvalidInputError("this launcher has no egress proxy; warm with --network none")
+            env.egress.check()
+        shape = _Shape(
+            str(repo.toplevel),
+            request.project,
+            image_id,
+            request.network,
+            d.memory,
+            d.cpus,
+            d.pids_limit,
+            d.runtime,
+        )
+        ready = [s for s in self.slots.ready() if _Shape.of(s) == shape]
+        report = WarmReport(ready_before=len(ready), ready_after=len(ready))
+        missing = request.size - len(ready)
+        if missing <= 0:
+            return report
+        progress(f"warming {missing} slot(s) for {repo.toplevel} ({request.network} network, image {request.image})")
+        template = PoolSlot(
+            id="-",
+            repo=str(repo.toplevel),
+            project=request.project,
+            image=request.image,
+            image_id=image_id,
+            base_sha=base_sha,
+            network=request.network,
+            uid=0,
+            gid=0,
+            memory=d.memory,
+            cpus=d.cpus,
+            pids_limit=d.pids_limit,
+            runtime=d.runtime,
+            created_at=utcnow(),
+        )
+        # Containers start in parallel; each slot's checkout runs in its own container.
+        with ThreadPoolExecutor(max_workers=min(missing, 4), thread_name_prefix="pool-warm") as workers:
+            outcomes = list(workers.map(lambda _i: self._warm_slot(template, repo), range(missing)))
+        for slot_id, error in outcomes:
+            if error is None:
+                report.warmed.append(slot_id)
+                progress(f"slot {slot_id} ready")
+            else:
+                report.failed.append(f"{slot_id}: {error}")
+                progress(f"slot {slot_id} failed: {error}")
+        report.ready_after = report.ready_before + len(report.warmed)
+        return report
+
+    def _warm_slot(self, template: PoolSlot, repo: RepoPort) -> tuple[str, str | None]:
+        env, ws = self.env, self.env.workspace
+        with self.slots.new_slot() as (slot_id, folder):
+            with self.slots.allocation_lock():
+                uid, gid = self._free_uid()
+                slot = template.model_copy(update={"id": slot_id, "uid": uid, "gid": gid, "created_at": utcnow()})
+                # Recorded before anything is made, so gc can undo a warmer that dies from here on.
+                self.slots.record(folder, slot)
+            paths = RunPaths(slot_id, self.slots.worktree_of(slot_id), folder, folder / "record")
+            try:
+                owner_uid, owner_gid = repo.owner_ids
+                ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
+                repo.add_detached_worktree(paths.worktree, slot.base_sha)
+                ws.write_private_git_dir(
+                    paths,
+                    PrivateGitSpec(
+                        branch=POOL_BRANCH,
+                        base_sha=slot.base_sha,
+                        base_branch=None,
+                        object_format=repo.config_get("extensions.objectformat"),
+                        user_name="launcher agent",
+                        user_email=f"{slot_id}@launcher.invalid",
+                    ),
+                )
+                paths.tasks_view.mkdir()
+                control = self.slots.make_control(folder, uid, gid)
+                for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
+                    ws.chown_tree(top, uid, gid)
+                ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
+                network = None
+                if slot.network == "proxied":
+                    assert env.egress is not None
+                    network = env.egress.open_slot(slot_id, self._labels(slot_id))
+                    slot = slot.model_copy(update={"subnet_slot": network.subnet.slot})
+                    self.slots.record(folder, slot)
+                spec = self.runs.container_spec(
+                    repo=repo,
+                    project=slot.project,
+                    image=slot.image,
+                    runtime=slot.runtime,
+                    paths=paths,
+                    uid=uid,
+                    gid=gid,
+                    network=network,
+                    name=f"launcher-pool-{slot_id}-{root_tag(env.root)}",
+                    labels={**self._labels(slot_id), "launcher.kind": "pool"},
+                    command=[],
+                    env={
+                        "HOME": CONTAINER_HOME,
+                        "LAUNCHER_PHASE": "pool",
+                        **git_config_env([("safe.directory", CONTAINER_WORKTREE)]),
+                    },
+                    extra_mounts=(MountSpec(target=CONTAINER_CONTROL, source=str(control), read_only=True),),
+                )
+                container_id = env.sandbox.create(spec)
+                slot = slot.model_copy(update={"container_id": container_id})
+                self.slots.record(folder, slot)
+                env.sandbox.start(container_id)
+                env.sandbox.wait_for_output(container_id, POOL_READY_LINE, WARM_TIMEOUT_S)
+                self.slots.publish(slot_id)
+                return slot_id, None
+            except (LauncherError, OSError) as exc:
+                problems: list[str] = []
+                self.runs.discard_slot(slot, folder, problems)
+                return slot_id, "; ".join([str(exc), *problems])
+
+    def _free_uid(self) -> tuple[int, int]:
+        """A uid no ready slot, warming slot or live run holds: runs use uid_base + seq % uid_span,
+        slots the span above it, so a slot never shares a uid with a run made from scratch."""
+        if os.geteuid() != 0:
+            return os.getuid(), os.getgid()
+        d = self.env.defaults
+        taken = {s.uid for s in self.slots.ready()}
+        taken |= {w.slot.uid for w in self.slots.warming() if w.slot is not None}
+        taken |= {r.uid for r in self.env.store.list_runs(states=LIVE_RUN_STATES) if r.uid is not None}
+        for offset in range(d.uid_span):
+            uid = d.uid_base + d.uid_span + offset
+            if uid not in taken:
+                return uid, uid
+        raise InvalidInputError("no free uid for a pool slot", hint="raise [run].uid_span")
+
+    def _labels(self, slot_id: str) -> dict[str, str]:
+        return {"launcher.root": str(self.env.root), "launcher.pool-slot": slot_id}
+
+    # -- looking and draining --------------------------------------------------------------
+
+    def list(self) -> list[SlotView]:
+        views = [
+            SlotView(
+                id=s.id,
+                state="ready",
+                repo=s.repo,
+                project=s.project,
+                image=s.image,
+                network=s.network,
+                base_sha=s.base_sha,
+                uid=s.uid,
+                container_id=s.container_id,
+                created_at=s.created_at.isoformat(),
+            )
+            for s in self.slots.ready()
+        ]
+        views += [SlotView(id=w.id, state="warming") for w in self.slots.warming() if w.alive]
+        return views
+
+    def drain(self, repo_path: str | None = None) -> DrainReport:
+        report = DrainReport()
+        for slot in self.slots.ready():
+            if repo_path is not None and slot.repo != repo_path:
+                continue
+            folder = self.slots.claim_for_discard(slot.id)
+            if folder is None:
+                continue  # a run took it meanwhile
+            problems: list[str] = []
+            self.runs.discard_slot(slot, folder, problems)
+            report.removed.append(slot.id)
+            report.errors += [f"{slot.id}: {p}" for p in problems]
+        return report
