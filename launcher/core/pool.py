@@ -200,6 +200,7 @@ class PoolService:
                     network = env.egress.open_slot(slot_id, self._labels(slot_id))
                     slot = slot.model_copy(update={"subnet_slot": network.subnet.slot})
                     self.slots.record(folder, slot)
+                    env.checkpoint("pool:after-network")
                 spec = self.runs.container_spec(
                     repo=repo,
                     project=slot.project,
@@ -223,6 +224,7 @@ class PoolService:
                 slot = slot.model_copy(update={"container_id": container_id})
                 self.slots.record(folder, slot)
                 env.sandbox.start(container_id)
+                env.checkpoint("pool:after-start")
                 env.sandbox.wait_for_output(container_id, POOL_READY_LINE, WARM_TIMEOUT_S)
                 self.slots.publish(slot_id)
                 return slot_id, None

@@ -201,7 +201,28 @@ def lease_subnets(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, 
     return {"held": held}
 
 
+def claim_pool_slots(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Take ready pool slots as `launcher run` does (rename into this run's folder) until none is left."""
+    from launcher.adapters.poolslots import PoolSlots
+
+    slots = PoolSlots(Path(args["pool"]), Path(args["worktrees"]))
+    runs = Path(args["runs"])
+    wait_for_go(barrier, index)
+    taken = []
+    attempt = 0
+    while True:
+        ready = slots.ready()
+        if not ready:
+            break
+        for slot in ready:
+            attempt += 1
+            if slots.claim(slot.id, runs / f"run-{index}-{attempt}"):
+                taken.append(slot.id)
+    return {"taken": taken}
+
+
 MODES = {
+    "claim-pool-slots": claim_pool_slots,
     "lease-subnets": lease_subnets,
     "create-api": create_api,
     "create-cli": create_cli,

@@ -29,24 +29,34 @@ if [ "${LAUNCHER_PHASE:-run}" = harvest ]; then
     exit 0
 fi
 
-checkout() {
+reset_to_head() {
     if ! git reset -q --hard; then
         echo "launcher-entry: checkout of the run's branch failed" >&2
         exit 125
     fi
+}
+
+# Backdates the NUL-separated paths on stdin, then refreshes the index.
+backdate() {
     now=$(date +%s)
-    git ls-files -z | xargs -0 -r touch -h -d "@$((now - 2))" -- 2>/dev/null
+    xargs -0 -r touch -h -d "@$((now - 2))" -- 2>/dev/null
     git update-index -q --refresh >/dev/null 2>&1
 }
 
-checkout
+reset_to_head
+git ls-files -z | backdate
 if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
     warmed=$(git rev-parse -q --verify HEAD)
     echo "launcher-pool: ready"
     # EOF (the host died before handing the slot over) ends the container; gc collects it.
     read -r _go </launcher/ctl/go || exit 125
     . /launcher/ctl/spec.sh
-    [ "$(git rev-parse -q --verify HEAD)" = "$warmed" ] || checkout
+    if [ "$(git rev-parse -q --verify HEAD)" != "$warmed" ]; then
+        # Only the files that differ are rewritten, and only those are backdated: build
+        # tools keep seeing the rest as untouched.
+        reset_to_head
+        git diff -z --name-only --no-renames --diff-filter=d "$warmed" HEAD | backdate
+    fi
 fi
 
 "$@"
