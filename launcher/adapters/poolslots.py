@@ -126,17 +126,28 @@ class PoolSlots:
                 return None
             raise
 
-    def write_spec(self, folder: Path, env: dict[str, str], argv: list[str], owner: tuple[int, int]) -> None:
-        """The run's environment and command as a script the slot's entry sources.
+    def write_spec(
+        self,
+        folder: Path,
+        env: dict[str, str],
+        take: dict[str, str],
+        argv: list[str],
+        owner: tuple[int, int],
+    ) -> None:
+        """The run's environment (exported), what the entry sets up (``take``, not exported) and
+        the agent's command, as a script the slot's entry sources.
 
         Every value is quoted by shlex.quote (POSIX single quotes), so nothing in it is ever
         interpreted by the shell; names are checked to be shell names.
         """
         lines = ["# written by launcher when a run took this slot"]
-        for name, value in env.items():
-            if not _SHELL_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a variable name a shell accepts")
-            lines.append(f"export {name}={shlex.quote(value)}")
+        for prefix, variables in (("export ", env), ("", take)):
+            for name, value in variables.items():
+                if not _SHELL_NAME.fullmatch(name):
+                    raise ValueError(f"{name!r} is not a variable name a shell accepts")
+                if "\0" in value:
+                    raise ValueError(f"{name}: a shell variable cannot hold a NUL byte")
+                lines.append(f"{prefix}{name}={shlex.quote(value)}")
         lines.append("set -- " + " ".join(shlex.quote(arg) for arg in argv))
         atomic_write(
             folder / CONTROL_DIR / "spec.sh",

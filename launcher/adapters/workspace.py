@@ -46,16 +46,6 @@ def write_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
     paths.out_dir.mkdir()
 
 
-def retarget_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
-    """A warm slot's private git dir handed to a run: the run's branch and identity.
-
-    The index and the checkout stay; the run's entry resets to the new HEAD, which rewrites
-    only the files that differ from what the slot checked out.
-    """
-    remove_tree(paths.git_dir / "refs" / "heads")
-    _write_identity(paths.git_dir, spec)
-
-
 def _write_identity(git_dir: Path, spec: PrivateGitSpec) -> None:
     _write_ref(git_dir, f"refs/heads/{spec.branch}", spec.base_sha)
     if spec.base_branch and spec.base_branch != spec.branch:
@@ -95,6 +85,12 @@ def write_tasks_view(
     atomic_write(active / f"{task_id}.task.json", task_json)
     if task_md is not None:
         atomic_write(active / f"{task_id}.md", task_md)
+    write_tasks_scaffold(paths, harness_tasks)
+
+
+def write_tasks_scaffold(paths: RunPaths, harness_tasks: Path) -> None:
+    """What every run's task view holds besides its own task: the schema and the templates."""
+    paths.tasks_view.mkdir(exist_ok=True)
     schema = harness_tasks / "task.schema.json"
     if schema.is_file() and not schema.is_symlink():
         shutil.copyfile(schema, paths.tasks_view / "task.schema.json")
@@ -155,7 +151,7 @@ class LocalWorkspace:
     prepare_record = staticmethod(prepare_record)
     prepare_worktree_dir = staticmethod(prepare_worktree_dir)
     write_private_git_dir = staticmethod(write_private_git_dir)
-    retarget_private_git_dir = staticmethod(retarget_private_git_dir)
+    write_tasks_scaffold = staticmethod(write_tasks_scaffold)
     write_tasks_view = staticmethod(write_tasks_view)
     write_case_scope = staticmethod(write_case_scope)
     chown_tree = staticmethod(chown_tree)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,33 +73,6 @@ class DrainReport(BaseModel):
     errors: list[str] = Field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Shape:
-    """What a run compares with a slot before taking it (see RunService._slot_fits)."""
-
-    repo: str
-    project: str
-    image_id: str
-    network: str
-    memory: str
-    cpus: float
-    pids_limit: int
-    runtime: str | None
-
-    @classmethod
-    def of(cls, slot: PoolSlot) -> _Shape:
-        return cls(
-            slot.repo,
-            slot.project,
-            slot.image_id,
-            slot.network,
-            slot.memory,
-            slot.cpus,
-            slot.pids_limit,
-            slot.runtime,
-        )
-
-
 class PoolService:
     def __init__(self, runs: RunService) -> None:
         if runs.env.pool is None:
@@ -120,22 +94,8 @@ class PoolService:
             if env.egress is None:
                 raise InvalidInputError("this launcher has no egress proxy; warm with --network none")
             env.egress.check()
-        shape = _Shape(
-            str(repo.toplevel),
-            request.project,
-            image_id,
-            request.network,
-            d.memory,
-            d.cpus,
-            d.pids_limit,
-            d.runtime,
-        )
-        ready = [s for s in self.slots.ready() if _Shape.of(s) == shape]
-        report = WarmReport(ready_before=len(ready), ready_after=len(ready))
-        missing = request.size - len(ready)
-        if missing <= 0:
-            return report
-        progress(f"warming {missing} slot(s) for {repo.toplevel} ({request.network} network, image {request.image})")
+        # Where task files go (as `launcher init` makes it), so slots mount the run's task copy.
+        (env.tasks_dir / "active").mkdir(parents=True, exist_ok=True)
         template = PoolSlot(
             id="-",
             repo=str(repo.toplevel),
@@ -150,11 +110,29 @@ class PoolService:
             cpus=d.cpus,
             pids_limit=d.pids_limit,
             runtime=d.runtime,
+            tasks_view=self.runs.tasks_view_mounted(),
             created_at=utcnow(),
         )
-        # Containers start in parallel; each slot's checkout runs in its own container.
-        with ThreadPoolExecutor(max_workers=min(missing, 4), thread_name_prefix="pool-warm") as workers:
-            outcomes = list(workers.map(lambda _i: self._warm_slot(template, repo), range(missing)))
+        with ExitStack() as held:
+            # Counting and reserving under one lock: two warmers at once top up to --size, not beyond.
+            with self.slots.allocation_lock():
+                serving = self.slots.ready() + [w.slot for w in self.slots.warming() if w.alive and w.slot]
+                serving = [s for s in serving if s.shape() == template.shape()]
+                report = WarmReport(ready_before=len(serving), ready_after=len(serving))
+                reserved = []
+                for _ in range(request.size - len(serving)):
+                    slot_id, folder = held.enter_context(self.slots.new_slot())
+                    uid, gid = self._free_uid()
+                    slot = template.model_copy(update={"id": slot_id, "uid": uid, "gid": gid, "created_at": utcnow()})
+                    # Recorded before anything is made, so gc can undo a warmer that dies from here on.
+                    self.slots.record(folder, slot)
+                    reserved.append((slot, folder))
+            if not reserved:
+                return report
+            progress(f"warming {len(reserved)} slot(s) for {repo.toplevel} ({request.network} network)")
+            # Containers start in parallel; each slot's checkout runs in its own container.
+            with ThreadPoolExecutor(max_workers=min(len(reserved), 4), thread_name_prefix="pool-warm") as workers:
+                outcomes = list(workers.map(lambda r: self._warm_slot(r[0], r[1], repo), reserved))
         for slot_id, error in outcomes:
             if error is None:
                 report.warmed.append(slot_id)
@@ -165,73 +143,68 @@ class PoolService:
         report.ready_after = report.ready_before + len(report.warmed)
         return report
 
-    def _warm_slot(self, template: PoolSlot, repo: RepoPort) -> tuple[str, str | None]:
+    def _warm_slot(self, slot: PoolSlot, folder: Path, repo: RepoPort) -> tuple[str, str | None]:
         env, ws = self.env, self.env.workspace
-        with self.slots.new_slot() as (slot_id, folder):
-            with self.slots.allocation_lock():
-                uid, gid = self._free_uid()
-                slot = template.model_copy(update={"id": slot_id, "uid": uid, "gid": gid, "created_at": utcnow()})
-                # Recorded before anything is made, so gc can undo a warmer that dies from here on.
+        slot_id, uid, gid = slot.id, slot.uid, slot.gid
+        paths = RunPaths(slot_id, self.slots.worktree_of(slot_id), folder, folder / "record")
+        try:
+            owner_uid, owner_gid = repo.owner_ids
+            ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
+            repo.add_detached_worktree(paths.worktree, slot.base_sha)
+            ws.write_private_git_dir(
+                paths,
+                PrivateGitSpec(
+                    branch=POOL_BRANCH,
+                    base_sha=slot.base_sha,
+                    base_branch=None,
+                    object_format=repo.config_get("extensions.objectformat"),
+                    user_name="launcher agent",
+                    user_email=f"{slot_id}@launcher.invalid",
+                ),
+            )
+            ws.write_tasks_scaffold(paths, env.tasks_dir)
+            control = self.slots.make_control(folder, uid, gid)
+            for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
+                ws.chown_tree(top, uid, gid)
+            ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
+            network = None
+            if slot.network == "proxied":
+                assert env.egress is not None
+                network = env.egress.open_slot(slot_id, self._labels(slot_id))
+                slot = slot.model_copy(update={"subnet_slot": network.subnet.slot})
                 self.slots.record(folder, slot)
-            paths = RunPaths(slot_id, self.slots.worktree_of(slot_id), folder, folder / "record")
-            try:
-                owner_uid, owner_gid = repo.owner_ids
-                ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
-                repo.add_detached_worktree(paths.worktree, slot.base_sha)
-                ws.write_private_git_dir(
-                    paths,
-                    PrivateGitSpec(
-                        branch=POOL_BRANCH,
-                        base_sha=slot.base_sha,
-                        base_branch=None,
-                        object_format=repo.config_get("extensions.objectformat"),
-                        user_name="launcher agent",
-                        user_email=f"{slot_id}@launcher.invalid",
-                    ),
-                )
-                paths.tasks_view.mkdir()
-                control = self.slots.make_control(folder, uid, gid)
-                for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
-                    ws.chown_tree(top, uid, gid)
-                ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
-                network = None
-                if slot.network == "proxied":
-                    assert env.egress is not None
-                    network = env.egress.open_slot(slot_id, self._labels(slot_id))
-                    slot = slot.model_copy(update={"subnet_slot": network.subnet.slot})
-                    self.slots.record(folder, slot)
-                    env.checkpoint("pool:after-network")
-                spec = self.runs.container_spec(
-                    repo=repo,
-                    project=slot.project,
-                    image=slot.image,
-                    runtime=slot.runtime,
-                    paths=paths,
-                    uid=uid,
-                    gid=gid,
-                    network=network,
-                    name=f"launcher-pool-{slot_id}-{root_tag(env.root)}",
-                    labels={**self._labels(slot_id), "launcher.kind": "pool"},
-                    command=[],
-                    env={
-                        "HOME": CONTAINER_HOME,
-                        "LAUNCHER_PHASE": "pool",
-                        **git_config_env([("safe.directory", CONTAINER_WORKTREE)]),
-                    },
-                    extra_mounts=(MountSpec(target=CONTAINER_CONTROL, source=str(control), read_only=True),),
-                )
-                container_id = env.sandbox.create(spec)
-                slot = slot.model_copy(update={"container_id": container_id})
-                self.slots.record(folder, slot)
-                env.sandbox.start(container_id)
-                env.checkpoint("pool:after-start")
-                env.sandbox.wait_for_output(container_id, POOL_READY_LINE, WARM_TIMEOUT_S)
-                self.slots.publish(slot_id)
-                return slot_id, None
-            except (LauncherError, OSError) as exc:
-                problems: list[str] = []
-                self.runs.discard_slot(slot, folder, problems)
-                return slot_id, "; ".join([str(exc), *problems])
+                env.checkpoint("pool:after-network")
+            spec = self.runs.container_spec(
+                repo=repo,
+                project=slot.project,
+                image=slot.image,
+                runtime=slot.runtime,
+                paths=paths,
+                uid=uid,
+                gid=gid,
+                network=network,
+                name=f"launcher-pool-{slot_id}-{root_tag(env.root)}",
+                labels={**self._labels(slot_id), "launcher.kind": "pool"},
+                command=[],
+                env={
+                    "HOME": CONTAINER_HOME,
+                    "LAUNCHER_PHASE": "pool",
+                    **git_config_env([("safe.directory", CONTAINER_WORKTREE)]),
+                },
+                extra_mounts=(MountSpec(target=CONTAINER_CONTROL, source=str(control), read_only=True),),
+            )
+            container_id = env.sandbox.create(spec)
+            slot = slot.model_copy(update={"container_id": container_id})
+            self.slots.record(folder, slot)
+            env.sandbox.start(container_id)
+            env.checkpoint("pool:after-start")
+            env.sandbox.wait_for_output(container_id, POOL_READY_LINE, WARM_TIMEOUT_S)
+            self.slots.publish(slot_id)
+            return slot_id, None
+        except (LauncherError, OSError) as exc:
+            problems: list[str] = []
+            self.runs.discard_slot(slot, folder, problems)
+            return slot_id, "; ".join([str(exc), *problems])
 
     def _free_uid(self) -> tuple[int, int]:
         """A uid no ready slot, warming slot or live run holds: runs use uid_base + seq % uid_span,

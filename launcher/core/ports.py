@@ -238,7 +238,22 @@ class PoolSlot(BaseModel):
     cpus: float
     pids_limit: int
     runtime: str | None = None
+    tasks_view: bool = Field(description="whether the container has the run's task copy at /case/tasks")
     created_at: datetime
+
+    def shape(self) -> tuple[object, ...]:
+        """What must match for a run to take this slot; everything else is the run's own."""
+        return (
+            self.repo,
+            self.project,
+            self.image_id,
+            self.network,
+            self.memory,
+            self.cpus,
+            self.pids_limit,
+            self.runtime,
+            self.tasks_view,
+        )
 
 
 class NetworkInfo(BaseModel):
@@ -370,7 +385,7 @@ class WorkspacePort(Protocol):
 
     def write_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None: ...
 
-    def retarget_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None: ...
+    def write_tasks_scaffold(self, paths: RunPaths, harness_tasks: Path) -> None: ...
 
     def write_tasks_view(
         self, paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path
@@ -426,7 +441,9 @@ class PoolSlotsPort(Protocol):
 
     def open_go(self, folder: Path) -> int | None: ...
 
-    def write_spec(self, folder: Path, env: dict[str, str], argv: list[str], owner: tuple[int, int]) -> None: ...
+    def write_spec(
+        self, folder: Path, env: dict[str, str], take: dict[str, str], argv: list[str], owner: tuple[int, int]
+    ) -> None: ...
 
     def go(self, fd: int) -> None: ...
 

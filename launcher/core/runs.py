@@ -383,17 +383,29 @@ class RunService:
 
     def _slot_fits(self, slot: PoolSlot, plan: RunPlan) -> bool:
         d = self.env.defaults
-        return (
-            slot.repo == str(plan.repo.toplevel)
-            and slot.project == plan.task.repo
-            and slot.image_id == plan.image_id
-            and slot.network == ("none" if plan.egress.mode == "none" else "proxied")
-            and (slot.memory, slot.cpus, slot.pids_limit) == (d.memory, d.cpus, d.pids_limit)
-            and slot.runtime == plan.runtime
-            and slot.container_id is not None
+        wanted = slot.model_copy(
+            update={
+                "repo": str(plan.repo.toplevel),
+                "project": plan.task.repo,
+                "image_id": plan.image_id,
+                "network": "none" if plan.egress.mode == "none" else "proxied",
+                "memory": d.memory,
+                "cpus": d.cpus,
+                "pids_limit": d.pids_limit,
+                "runtime": plan.runtime,
+                "tasks_view": self.tasks_view_mounted(),
+            }
         )
+        return slot.container_id is not None and slot.shape() == wanted.shape()
 
     def _hand_over(self, plan: RunPlan, run: RunRecord, paths: RunPaths, slot: PoolSlot) -> None:
+        """Everything a taken slot needs from the host; the rest its container does itself.
+
+        The slot's container has been running, and the folders it can write may hold whatever
+        its image put there (symlinks included), so the host writes nothing into them now:
+        the run's branch, identity, .case/ scope and task copy travel in the spec, which sits
+        in a folder the container sees read-only.
+        """
         store, ws, slots, task = self.env.store, self.env.workspace, self.env.pool, plan.task
         assert slots is not None
         # First, so a launcher killed from here on leaves a run whose settle removes the container.
@@ -406,20 +418,15 @@ class RunService:
         ws.prepare_record(paths)
         ws.move_out(slots.worktree_of(slot.id), paths.worktree)
         plan.repo.adopt_worktree(paths.worktree, run.branch, plan.base_sha)
-        ws.retarget_private_git_dir(
-            paths,
-            PrivateGitSpec(
-                branch=run.branch,
-                base_sha=plan.base_sha,
-                base_branch=plan.base_branch,
-                object_format=plan.repo.config_get("extensions.objectformat"),
-                user_name="launcher agent",
-                user_email=f"{run.id}@launcher.invalid",
-            ),
-        )
-        self._write_task_scope(task, run, paths)
-        for top in (paths.git_dir, paths.tasks_view, paths.worktree / ".case"):
-            ws.chown_tree(top, slot.uid, slot.gid)
+        task = self.env.files.sync(task.id)
+        task_json = self.env.files.json_path(task).read_bytes()
+        md_path = self.env.files.md_path(task)
+        task_md = md_path.read_bytes() if md_path.exists() else None
+        in_view = self.tasks_view_mounted()
+        if not in_view:
+            # Not mounted into the container, so the host may write it: the copy the run is judged by.
+            ws.write_tasks_view(paths, task.id, task_json, task_md, self.env.tasks_dir)
+        store.update_run(run.id, details={"task_snapshot": task.doc, "task_version": task.version})
         network: RunNetwork | None = None
         if slot.network == "proxied":
             egress = self.env.egress
@@ -427,7 +434,17 @@ class RunService:
                 raise InvalidInputError(f"pool slot {slot.id} has a network but this launcher has no egress proxy")
             network = egress.slot_network(slot.id, slot.subnet_slot)
             egress.adopt_slot(run, slot.id, network, plan.egress, plan.api_key_values)
-        slots.write_spec(paths.sandbox, self.run_env(plan, run, network), plan.command, (slot.uid, slot.gid))
+        take = {
+            "LAUNCHER_TAKE_BRANCH": run.branch,
+            "LAUNCHER_TAKE_BASE_BRANCH": plan.base_branch or "",
+            "LAUNCHER_TAKE_EMAIL": f"{run.id}@launcher.invalid",
+            "LAUNCHER_TAKE_TASK": task.id,
+            "LAUNCHER_TAKE_TASK_JSON": task_json.decode("utf-8"),
+            "LAUNCHER_TAKE_TASK_MD": task_md.decode("utf-8") if task_md is not None else "",
+            "LAUNCHER_TAKE_HAS_MD": "1" if task_md is not None else "",
+            "LAUNCHER_TAKE_TASKS_VIEW": "1" if in_view else "",
+        }
+        slots.write_spec(paths.sandbox, self.run_env(plan, run, network), take, plan.command, (slot.uid, slot.gid))
 
     def discard_slot(self, slot: PoolSlot, folder: Path, problems: list[str]) -> None:
         """Remove a slot that no run will use: its container, network, worktree and folder."""
@@ -596,12 +613,15 @@ class RunService:
                 )
             )
         tasks = self.env.tasks_dir
-        if tasks.is_relative_to(root) and tasks.is_dir():
+        if self.tasks_view_mounted():
             # Only the run's own task files, writable, so case's scripts work on the run's copy.
             mounts.append(
                 MountSpec(target=f"{CONTAINER_CASE_ROOT}/{tasks.relative_to(root)}", source=str(paths.tasks_view))
             )
         return mounts
+
+    def tasks_view_mounted(self) -> bool:
+        return self.env.tasks_dir.is_relative_to(self.env.root) and self.env.tasks_dir.is_dir()
 
     def _supervise(
         self,

@@ -316,3 +316,22 @@ def test_slots_for_a_repository_owned_by_an_unprivileged_user(shared_dir: Path, 
     assert wrong == []
     assert repo_git(repo, "log", "-1", "--format=%s", run["branch"]).strip() == "w"
     drain_and_check(case)
+
+
+def test_two_warmers_at_once_top_up_to_the_size_not_beyond(case: Case, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    warmers = [
+        case.popen(
+            "pool", "warm", "--repo", str(repo), "--size", "2", "--network", "none", "--json", stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    warmed = []
+    for proc in warmers:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        warmed += json.loads(out)["warmed"]
+    assert len(warmed) == 2
+    assert sorted(s["id"] for s in ready_slots(case)) == sorted(warmed)
+    assert len({s["uid"] for s in ready_slots(case)}) == 2, "every slot has a uid of its own"
+    drain_and_check(case)

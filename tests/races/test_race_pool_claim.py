@@ -38,6 +38,7 @@ def _ready_slots(pool: PoolSlots, count: int) -> set[str]:
                 memory="1g",
                 cpus=1.0,
                 pids_limit=64,
+                tasks_view=True,
                 created_at=utcnow(),
             )
             pool.record(folder, slot)

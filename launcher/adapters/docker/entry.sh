@@ -43,6 +43,40 @@ backdate() {
     git update-index -q --refresh >/dev/null 2>&1
 }
 
+# A run took this slot: its branch at its base, its identity, its .case/ scope and task copy.
+# Done here, as the slot's uid, because the host never writes where this container could
+# have left symlinks.
+take_slot() {
+    task=$LAUNCHER_TAKE_TASK
+    git update-ref "refs/heads/$LAUNCHER_TAKE_BRANCH" "$LAUNCHER_BASE_SHA" &&
+        git symbolic-ref HEAD "refs/heads/$LAUNCHER_TAKE_BRANCH" &&
+        git update-ref -d refs/heads/launcher-pool &&
+        git config user.email "$LAUNCHER_TAKE_EMAIL" || {
+        echo "launcher-entry: could not move the slot to the run's branch" >&2
+        exit 125
+    }
+    if [ -n "$LAUNCHER_TAKE_BASE_BRANCH" ] && [ "$LAUNCHER_TAKE_BASE_BRANCH" != "$LAUNCHER_TAKE_BRANCH" ]; then
+        git update-ref "refs/heads/$LAUNCHER_TAKE_BASE_BRANCH" "$LAUNCHER_BASE_SHA"
+    fi
+    mkdir -p ".case/$task" &&
+        printf '%s\n' "$task" >.case/active &&
+        printf '%s' "$LAUNCHER_TAKE_TASK_JSON" >".case/$task/task.json" || {
+        echo "launcher-entry: could not write the run's .case/ scope" >&2
+        exit 125
+    }
+    if [ -n "$LAUNCHER_TAKE_TASKS_VIEW" ]; then
+        mkdir -p /case/tasks/active &&
+            printf '%s' "$LAUNCHER_TAKE_TASK_JSON" >"/case/tasks/active/$task.task.json" || {
+            echo "launcher-entry: could not write the run's task copy" >&2
+            exit 125
+        }
+        if [ -n "$LAUNCHER_TAKE_HAS_MD" ]; then
+            printf '%s' "$LAUNCHER_TAKE_TASK_MD" >"/case/tasks/active/$task.md"
+        fi
+    fi
+    unset LAUNCHER_TAKE_TASK_JSON LAUNCHER_TAKE_TASK_MD
+}
+
 reset_to_head
 git ls-files -z | backdate
 if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
@@ -51,6 +85,7 @@ if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
     # EOF (the host died before handing the slot over) ends the container; gc collects it.
     read -r _go </launcher/ctl/go || exit 125
     . /launcher/ctl/spec.sh
+    take_slot
     if [ "$(git rev-parse -q --verify HEAD)" != "$warmed" ]; then
         # Only the files that differ are rewritten, and only those are backdated: build
         # tools keep seeing the rest as untouched.
