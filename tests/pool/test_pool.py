@@ -292,6 +292,7 @@ def test_slots_for_a_repository_owned_by_an_unprivileged_user(shared_dir: Path, 
     launcher_roots.append(root)
     case = Case(root)
     warm(case, repo, 1, "--network", "none")
+    agent = 'echo "FACT uid=$(id -u)"; echo w > w && git add w && git commit -qm w'
     result = case.cli(
         "run",
         "--repo",
@@ -300,12 +301,11 @@ def test_slots_for_a_repository_owned_by_an_unprivileged_user(shared_dir: Path, 
         "user repo",
         "--network",
         "none",
+        "--keep-worktree",
         "--",
         "sh",
         "-c",
-        'echo "FACT uid=$(id -u)"; '
-        + FACTS_AGENT.split("echo work", 1)[0]
-        + "echo w > w && git add w && git commit -qm w",
+        agent,
     )
     assert result.exit_code == 0, result.stderr
     run = case.run_record(run_id_of(result.stderr))
@@ -315,6 +315,15 @@ def test_slots_for_a_repository_owned_by_an_unprivileged_user(shared_dir: Path, 
     wrong = [p for p in (repo / ".git").rglob("*") if os.lstat(p).st_uid != 1000]
     assert wrong == []
     assert repo_git(repo, "log", "-1", "--format=%s", run["branch"]).strip() == "w"
+    # The kept worktree (a slot's, moved to the run's path) is the owner's, on the run's branch, clean.
+    worktree = Path(run["worktree"])
+    assert [p for p in worktree.rglob("*") if os.lstat(p).st_uid != 1000] == []
+    as_owner = {"user": 1000, "group": 1000, "extra_groups": [], "cwd": "/", "capture_output": True, "text": True}
+    env = {"PATH": os.environ["PATH"], "HOME": str(shared_dir)}
+    head = subprocess.run(["git", "-C", str(worktree), "symbolic-ref", "HEAD"], env=env, check=True, **as_owner)
+    assert head.stdout.strip() == f"refs/heads/{run['branch']}"
+    status = subprocess.run(["git", "-C", str(worktree), "status", "--porcelain"], env=env, check=True, **as_owner)
+    assert status.stdout == ""
     drain_and_check(case)
 
 
