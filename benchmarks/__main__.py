@@ -56,14 +56,28 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--json-out", type=Path, default=DEFAULT_JSON, metavar="FILE", help=f"default: {DEFAULT_JSON}")
     parser.add_argument("--tmp-dir", type=Path, default=None, metavar="DIR", help="where temporary repositories go")
+    parser.add_argument(
+        "--sizes",
+        default="",
+        metavar="FILES[,FILES]",
+        help="repository sizes (files) for `launch`, e.g. 50000 (default: 3000,50000; --quick: 3000)",
+    )
     args = parser.parse_args(argv)
+    try:
+        sizes = tuple(int(n) for n in args.sizes.split(",") if n.strip())
+    except ValueError:
+        parser.error("--sizes takes whole numbers of files, e.g. 3000,50000")
+    if any(n < 1 for n in sizes):
+        parser.error("--sizes must be positive")
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in only if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    return Options(quick=args.quick, repeats=args.repeats, only=only, json_out=args.json_out, tmp_dir=args.tmp_dir)
+    return Options(
+        quick=args.quick, repeats=args.repeats, only=only, json_out=args.json_out, tmp_dir=args.tmp_dir, sizes=sizes
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

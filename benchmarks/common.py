@@ -193,6 +193,7 @@ class Options:
     only: list[str]
     json_out: Path
     tmp_dir: Path | None
+    sizes: tuple[int, ...] = ()
 
 
 class Context:

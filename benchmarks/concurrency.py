@@ -1,19 +1,27 @@
 """concurrency: N trivial runs started together, against N bare `docker run --rm <image> true`.
 
-launcher:  N `launcher --root <temp root> run <task-i>` processes (N tasks with the command
-           `true` on a small generated repository), all started in a tight loop.
+launcher:  N `launcher --root <temp root> run --no-pool <task-i>` processes (N tasks with the
+           command `true` on a small generated repository), all started in a tight loop.
+batch:     the same N tasks queued (not measured), then one `launcher batch --parallel N`: one
+           process runs them all, so the interpreter start and imports are paid once.
+pool:      `launcher pool warm --size N` first (not measured: that is what a pool is for), then
+           the N `launcher run` processes; each must take a slot (the pool must be empty after).
 bare:      N `docker run --rm <image> true` processes started the same way.
 
-The figure is the wall time from the first process start to the last exit.
+Every figure is the wall time from the first process start to the last exit, and every run
+uses launcher's default network (allowlist: a network of its own, through the egress proxy),
+while the bare containers share Docker's default bridge.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.common import IMAGE, PROCESS_TIMEOUT_S, BenchResult, Context, Figure, Target
+from benchmarks.common import IMAGE, PROCESS_TIMEOUT_S, BenchmarkError, BenchResult, Context, Figure, Target
 
 N_FULL = 50
 N_QUICK = 8
@@ -27,17 +35,37 @@ def run(ctx: Context) -> BenchResult:
     repo = ctx.repo(SMALL_REPO_FILES)
     root = ctx.case_root("concurrency")
     tasks = ctx.create_tasks(root, repo, "concurrent", n, ["true"])
-    launcher_argvs = [[*ctx.launcher, "--root", str(root), "run", t] for t in tasks]
+    base = [*ctx.launcher, "--root", str(root)]
+    launcher_argvs = [[*base, "run", "--no-pool", t] for t in tasks]
+    pool_argvs = [[*base, "run", t] for t in tasks]
     bare_argvs = [["docker", "run", "--rm", *ctx.bare_labels(), IMAGE, "true"] for _ in range(n)]
     _burst(ctx, launcher_argvs[:1])  # warm-up
     _burst(ctx, bare_argvs[:1])
-    walls: dict[str, list[float]] = {"launcher": [], "bare": []}
-    failures: dict[str, list[float]] = {"launcher": [], "bare": []}
+
+    def queue_then_batch() -> list[list[str]]:
+        ctx.run([*base, "queue", *tasks])
+        return [[*base, "batch", "--parallel", str(n)]]
+
+    def warm_then_run() -> list[list[str]]:
+        ctx.run([*base, "pool", "warm", "--repo", str(repo), "--size", str(n)])
+        return pool_argvs
+
+    setups: list[tuple[str, Callable[[], list[list[str]]]]] = [
+        ("launcher", lambda: launcher_argvs),
+        ("batch", queue_then_batch),
+        ("pool", warm_then_run),
+        ("bare", lambda: bare_argvs),
+    ]
+    walls: dict[str, list[float]] = {kind: [] for kind, _ in setups}
+    failures: dict[str, list[float]] = {kind: [] for kind, _ in setups}
     errors: list[str] = []
     for i in range(repeats):
-        pair = [("launcher", launcher_argvs), ("bare", bare_argvs)]
-        for kind, argvs in pair if i % 2 == 0 else pair[::-1]:
-            wall, failed = _burst(ctx, argvs)
+        for kind, setup in setups if i % 2 == 0 else setups[::-1]:
+            wall, failed = _burst(ctx, setup())
+            if kind == "pool":
+                left = ctx.run([*base, "pool", "ls", "--json"]).stdout
+                if json.loads(left):
+                    raise BenchmarkError(f"pooled runs left slots untaken, so some started from scratch: {left}")
             walls[kind].append(wall)
             failures[kind].append(float(len(failed)))
             errors += [f"{kind}: {e}" for e in failed[:3]]
@@ -54,9 +82,27 @@ def run(ctx: Context) -> BenchResult:
         ),
         Figure(
             "concurrency",
-            f"{n} concurrent runs: failed runs",
+            f"{n} concurrent runs: wall, one `launcher batch -j {n}`",
+            "s",
+            walls["batch"],
+            walls["bare"],
+            f"{n} x docker run --rm {IMAGE} true",
+            target=TARGET,
+        ),
+        Figure(
+            "concurrency",
+            f"{n} concurrent runs: wall, each from a warm pool slot",
+            "s",
+            walls["pool"],
+            walls["bare"],
+            f"{n} x docker run --rm {IMAGE} true",
+            target=TARGET,
+        ),
+        Figure(
+            "concurrency",
+            f"{n} concurrent runs: failed runs (all three ways)",
             "count",
-            failures["launcher"],
+            [a + b + c for a, b, c in zip(failures["launcher"], failures["batch"], failures["pool"], strict=True)],
             failures["bare"],
             "failed docker runs",
             target=Target("equals", 0),

@@ -4,6 +4,10 @@ launcher:  `launcher --root <temp root> run --network allowlist|none <task>` as 
            task's agent command prints a `date +%s.%N` timestamp as its first instruction.
            `allowlist` is the default: the run gets its own network and the egress proxy
            (started by the warm-up run, as it is by the first run on any root).
+warm pool: `launcher pool warm --repo <repo> --size 1 --network allowlist|none` (untimed: the slot
+           is made ahead of time), then the same `launcher run` as above, which takes the
+           slot (its record's `details.pool_slot` must name it, or the benchmark fails).
+           Scratch runs must not take one (none is ready then; checked too).
 bare:      `git worktree add <tmp> HEAD` (with checkout), then
            `docker run --rm -v <worktree>:/workspace launcher/agent-base:latest <same command>`.
 
@@ -14,17 +18,23 @@ removes its own inside (it is part of a run).
 
 The step breakdown uses only what can be seen from outside: the coordinator's records of the
 run (created, preparing, started, ended), the engine's container events (create, start, die)
-and the agent's timestamp.
+and the agent's timestamp. A pooled run's container is the slot's (labelled by slot, created
+and started while warming), so only its `die` falls inside the sample.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from benchmarks import pool
 from benchmarks.common import (
     AGENT_COMMAND,
     IMAGE,
@@ -45,6 +55,9 @@ from benchmarks.common import (
 SIZES_FULL = (3_000, 50_000)
 SIZES_QUICK = (3_000,)
 LAUNCH_TARGET = Target("ratio_max", 1.2)
+# A run that takes a warm slot: to first instruction in at most half the bare floor's time.
+POOL_TARGET = Target("ratio_max", 0.5)
+BASELINE = "git worktree add + docker run --rm"
 
 # (label, launcher marks, bare marks): a step is the time between two marks of one sample.
 STEPS: list[tuple[str, tuple[str, str] | None, tuple[str, str] | None]] = [
@@ -61,6 +74,16 @@ STEPS: list[tuple[str, tuple[str, str] | None, tuple[str, str] | None]] = [
     ("  close store, interpreter exit", ("settled", "exit"), None),
 ]
 
+# Steps of a run from scratch and of one that takes a warm slot, on the marks both have (a
+# slot's container was created and started while warming, before the sample began).
+POOL_STEPS: list[tuple[str, tuple[str, str]]] = [
+    ("launch -> run claimed (python start, imports, plan, claim)", ("launch", "claimed")),
+    ("run claimed -> running (scratch: worktree, create, start; pool: take the slot)", ("claimed", "running")),
+    ("running -> first instruction (scratch: entry.sh checkout; pool: entry takes the spec)", ("running", "t0")),
+    ("first instruction -> container died", ("t0", "die")),
+    ("container died -> process exit", ("die", "exit")),
+]
+
 
 @dataclass
 class Sample:
@@ -69,6 +92,7 @@ class Sample:
     full: float
     marks: dict[str, float]
     labels: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def step(self, pair: tuple[str, str] | None) -> float | None:
         if pair is None or pair[0] not in self.marks or pair[1] not in self.marks:
@@ -78,7 +102,7 @@ class Sample:
 
 def run(ctx: Context) -> BenchResult:
     result = BenchResult("launch")
-    for size in SIZES_QUICK if ctx.options.quick else SIZES_FULL:
+    for size in ctx.options.sizes or (SIZES_QUICK if ctx.options.quick else SIZES_FULL):
         _one_size(ctx, size, result)
     return result
 
@@ -90,34 +114,56 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     root = ctx.case_root(f"launch-{size}")
     [task] = ctx.create_tasks(root, repo, f"launch {label}", 1, AGENT_COMMAND)
     samples: list[Sample] = []
-    with DockerEvents(ctx) as events:
-        _launcher_once(ctx, root, task, "allowlist")  # warm-up: caches, the entry script, image layers, proxy
-        _bare_once(ctx, repo)
-        for i in range(repeats):  # interleaved, rotating which goes first, so drift hits all alike
-            trio = [
+    cleanup: list[str] = []
+    try:
+        with DockerEvents(ctx) as events:
+            # Warm-up: caches, the entry script, image layers, the proxy, the pool's folders.
+            _launcher_once(ctx, root, task, "allowlist")
+            _pooled_once(ctx, root, repo, task, "allowlist")
+            _pooled_once(ctx, root, repo, task, "none")
+            _bare_once(ctx, repo)
+            measures: list[Callable[[], Sample]] = [
                 lambda: _launcher_once(ctx, root, task, "allowlist"),
                 lambda: _launcher_once(ctx, root, task, "none"),
+                lambda: _pooled_once(ctx, root, repo, task, "allowlist"),
+                lambda: _pooled_once(ctx, root, repo, task, "none"),
                 lambda: _bare_once(ctx, repo),
             ]
-            for measure in trio[i % 3 :] + trio[: i % 3]:
-                samples.append(measure())
+            for i in range(repeats):  # interleaved, rotating which goes first, so drift hits all alike
+                shift = i % len(measures)
+                for measure in measures[shift:] + measures[:shift]:
+                    samples.append(measure())
+    finally:
+        # Every pooled sample took its slot, so there is nothing to drain unless a sample failed.
+        cleanup += pool.drain(ctx, root)
+        for problem in cleanup:
+            print(f"[launch] cleanup of {root}: {problem}", file=sys.stderr)
     for s in samples:
         s.marks.update(events.times(**s.labels))
-    ours = [s for s in samples if s.kind == "launcher"]
-    offline = [s for s in samples if s.kind == "launcher-none"]
-    bare = [s for s in samples if s.kind == "bare"]
-    baseline = "git worktree add + docker run --rm"
-    for runs, network in ((ours, "allowlist network"), (offline, "--network none")):
-        for measure, attribute in (("to first instruction", "first"), ("full wall", "full")):
+    by_kind = {kind: [s for s in samples if s.kind == kind] for kind in {s.kind for s in samples}}
+    ours, pooled, bare = by_kind["launcher"], by_kind["pool"], by_kind["bare"]
+    kinds: list[tuple[str, str, Target, Target | None]] = [
+        ("launcher", "allowlist network", LAUNCH_TARGET, LAUNCH_TARGET),
+        ("launcher-none", "--network none", LAUNCH_TARGET, LAUNCH_TARGET),
+        ("pool", "warm pool (allowlist)", POOL_TARGET, None),
+        ("pool-none", "warm pool (--network none)", POOL_TARGET, None),
+    ]
+    for kind, network, first_target, full_target in kinds:
+        runs = by_kind[kind]
+        for what, attribute, target in (
+            ("to first instruction", "first", first_target),
+            ("full wall", "full", full_target),
+        ):
             result.figures.append(
                 Figure(
                     "launch",
-                    f"launch {label}, {network}: {measure}",
+                    f"launch {label}, {network}: {what}",
                     "s",
                     [getattr(s, attribute) for s in runs],
                     [getattr(s, attribute) for s in bare],
-                    baseline,
-                    target=LAUNCH_TARGET,
+                    BASELINE,
+                    target=target,
+                    note=_pool_note(runs, what) if kind.startswith("pool") else "",
                 )
             )
     rows, steps_json = [], []
@@ -126,19 +172,42 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
         bm = median([v for s in bare if (v := s.step(bare_pair)) is not None])
         rows.append([name, fmt_value(lm, "s") if ours_pair else "", fmt_value(bm, "s") if bare_pair else ""])
         steps_json.append({"step": name.strip(), "launcher": lm, "bare": bm})
+    pool_rows, pool_json = [], []
+    for name, pair in POOL_STEPS:
+        lm = median([v for s in ours if (v := s.step(pair)) is not None])
+        pm = median([v for s in pooled if (v := s.step(pair)) is not None])
+        pool_rows.append([name, fmt_value(lm, "s"), fmt_value(pm, "s")])
+        pool_json.append({"step": name, "launcher": lm, "pool": pm})
+    warm_s = [s.extra["warm_s"] for kind in ("pool", "pool-none") for s in by_kind[kind]]
     result.details[f"launch_{size}"] = {
         "files": size,
         "repeats": repeats,
         "steps_median_s": steps_json,
-        "samples": [{"kind": s.kind, "first": s.first, "full": s.full, "marks": s.marks} for s in samples],
+        "pool_steps_median_s": pool_json,
+        "pool_cleanup_problems": cleanup,
+        "pool_warm_s": {kind: [s.extra["warm_s"] for s in by_kind[kind]] for kind in ("pool", "pool-none")},
+        "samples": [{"kind": s.kind, "first": s.first, "full": s.full, "marks": s.marks, **s.extra} for s in samples],
     }
     result.reports.append(
         f"where the time goes, launch {label} (medians; marks from the coordinator, docker events, the agent):\n"
         + render_table(rows, ["step", "launcher", "bare"], right={1, 2})
     )
+    result.reports.append(
+        f"warm pool, launch {label}: every pooled sample took the slot warmed for it (details.pool_slot); "
+        f"warming one slot (untimed, before the sample) took {fmt_value(median(warm_s), 's')} (median)\n"
+        + render_table(pool_rows, ["step (allowlist)", "from scratch", "warm pool"], right={1, 2})
+    )
 
 
-def _launcher_once(ctx: Context, root: Path, task: str, network: str) -> Sample:
+def _pool_note(runs: list[Sample], measure: str) -> str:
+    warm = median([s.extra["warm_s"] for s in runs])
+    note = f"each run took a slot warmed for it beforehand (untimed; median warm {fmt_value(warm, 's')})"
+    if measure == "full wall":
+        note += "; no target: reported for comparison"
+    return note
+
+
+def _launcher_once(ctx: Context, root: Path, task: str, network: str, *, pooled: bool = False) -> Sample:
     argv = [*ctx.launcher, "--root", str(root), "run", "--network", network, task]
     launch = time.time()
     started = time.perf_counter()
@@ -149,27 +218,53 @@ def _launcher_once(ctx: Context, root: Path, task: str, network: str) -> Sample:
     if not match:
         raise BenchmarkError(f"cannot find the run ID in launcher's output: {done.stderr[-400:]!r}")
     run_id = match.group(1)
-    marks = {"launch": launch, "t0": t0, "exit": launch + full, **_run_marks(root, run_id)}
-    kind = "launcher" if network == "allowlist" else f"launcher-{network}"
-    return Sample(kind, t0 - launch, full, marks, {"launcher.run-id": run_id, "launcher.root": str(root)})
+    run_marks, details = _run_record(root, run_id)
+    slot = details.get("pool_slot")
+    if not pooled and slot:
+        raise BenchmarkError(f"run {run_id} (from scratch) took pool slot {slot}: no slot should have been ready")
+    marks = {"launch": launch, "t0": t0, "exit": launch + full, **run_marks}
+    kind = ("pool" if pooled else "launcher") + ("" if network == "allowlist" else f"-{network}")
+    labels = {"launcher.run-id": run_id, "launcher.root": str(root)}
+    if slot:  # the slot's container carries the slot's labels, not the run's
+        labels = {"launcher.pool-slot": str(slot), "launcher.root": str(root)}
+    return Sample(kind, t0 - launch, full, marks, labels, {"run_id": run_id, "pool_slot": slot})
 
 
-def _run_marks(root: Path, run_id: str) -> dict[str, float]:
-    """The run's steps as launcher recorded them in its coordinator (read-only)."""
+def _pooled_once(ctx: Context, root: Path, repo: Path, task: str, network: str) -> Sample:
+    """One slot warmed (untimed), then the same run as `_launcher_once`; it must take that slot."""
+    slot, warm_s = pool.warm_one(ctx, root, repo, network)
+    sample = _launcher_once(ctx, root, task, network, pooled=True)
+    if sample.extra["pool_slot"] != slot:
+        taken = sample.extra["pool_slot"]
+        raise BenchmarkError(
+            f"run {sample.extra['run_id']} did not take the slot warmed for it ({slot}; details.pool_slot = "
+            f"{taken!r}): a pooled figure from it would be a run from scratch"
+        )
+    sample.extra["warm_s"] = warm_s
+    return sample
+
+
+def _run_record(root: Path, run_id: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """The run's steps as launcher recorded them in its coordinator (read-only), and its details."""
     db = sqlite3.connect(f"file:{root / '.launcher' / 'state.db'}?mode=ro", uri=True, timeout=30)
     try:
-        row = db.execute("SELECT created_at, started_at, ended_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = db.execute(
+            "SELECT created_at, started_at, ended_at, details FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
         events = db.execute("SELECT to_state, at FROM run_events WHERE run_id = ?", (run_id,)).fetchall()
     finally:
         db.close()
+    if row is None:
+        raise BenchmarkError(f"run {run_id} is not in {root / '.launcher' / 'state.db'}")
     marks: dict[str, float] = {}
-    for key, value in zip(("claimed", "running", "settled"), row or (), strict=False):
+    for key, value in zip(("claimed", "running", "settled"), row[:3], strict=True):
         if (epoch := iso_to_epoch(value)) is not None:
             marks[key] = epoch
     for state, at in events:
         if state == "preparing" and (epoch := iso_to_epoch(at)) is not None:
             marks["preparing"] = epoch
-    return marks
+    details = json.loads(row[3]) if row[3] else {}
+    return marks, details if isinstance(details, dict) else {}
 
 
 def _bare_once(ctx: Context, repo: Path) -> Sample:

@@ -70,6 +70,8 @@ def warm(
         emit_json(report.model_dump(mode="json"))
     else:
         typer.echo(f"{report.ready_after} slot(s) ready for {ref.path} (warmed {len(report.warmed)})")
+        if report.superseded:
+            typer.echo(f"removed {len(report.superseded)} slot(s) made for another image or other limits")
         for failure in report.failed:
             typer.echo(f"failed: {failure}", err=True)
     if report.failed:

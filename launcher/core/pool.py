@@ -64,6 +64,9 @@ class SlotView(BaseModel):
 class WarmReport(BaseModel):
     ready_before: int
     warmed: list[str] = Field(default_factory=list)
+    superseded: list[str] = Field(
+        default_factory=list, description="ready slots no run could take any more (image or limits changed)"
+    )
     failed: list[str] = Field(default_factory=list)
     ready_after: int
 
@@ -113,12 +116,13 @@ class PoolService:
             tasks_view=self.runs.tasks_view_mounted(),
             created_at=utcnow(),
         )
+        superseded = self._discard_superseded(template)
         with ExitStack() as held:
             # Counting and reserving under one lock: two warmers at once top up to --size, not beyond.
             with self.slots.allocation_lock():
                 serving = self.slots.ready() + [w.slot for w in self.slots.warming() if w.alive and w.slot]
                 serving = [s for s in serving if s.shape() == template.shape()]
-                report = WarmReport(ready_before=len(serving), ready_after=len(serving))
+                report = WarmReport(ready_before=len(serving), ready_after=len(serving), superseded=superseded)
                 reserved = []
                 for _ in range(request.size - len(serving)):
                     slot_id, folder = held.enter_context(self.slots.new_slot())
@@ -142,6 +146,20 @@ class PoolService:
                 progress(f"slot {slot_id} failed: {error}")
         report.ready_after = report.ready_before + len(report.warmed)
         return report
+
+    def _discard_superseded(self, template: PoolSlot) -> list[str]:
+        """Ready slots for the same repository and network kind that no run would take now
+        (the image was rebuilt, the limits changed): they only hold a container and a uid."""
+        gone = []
+        for slot in self.slots.ready():
+            purpose = (slot.repo, slot.project, slot.network)
+            if purpose != (template.repo, template.project, template.network) or slot.shape() == template.shape():
+                continue
+            folder = self.slots.claim_for_discard(slot.id)
+            if folder is not None:
+                self.runs.discard_slot(slot, folder, [])
+                gone.append(slot.id)
+        return gone
 
     def _warm_slot(self, slot: PoolSlot, folder: Path, repo: RepoPort) -> tuple[str, str | None]:
         env, ws = self.env, self.env.workspace

@@ -344,3 +344,21 @@ def test_two_warmers_at_once_top_up_to_the_size_not_beyond(case: Case, tmp_path:
     assert sorted(s["id"] for s in ready_slots(case)) == sorted(warmed)
     assert len({s["uid"] for s in ready_slots(case)}) == 2, "every slot has a uid of its own"
     drain_and_check(case)
+
+
+def test_a_slot_made_for_other_limits_is_never_taken_and_the_next_warm_replaces_it(case: Case, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (old,) = warm(case, repo, 1, "--network", "none")["warmed"]
+    (case.root / "launcher.toml").write_text('[run]\nmemory = "1g"\n')
+    # The slot's container has a 2g limit: a run under the new limit must not take it.
+    result = case.cli("run", "--repo", str(repo), "--title", "new limits", "--network", "none", "--", "true")
+    assert result.exit_code == 0, result.stderr
+    assert "pool_slot" not in case.run_record(run_id_of(result.stderr))["details"]
+    assert [s["id"] for s in ready_slots(case)] == [old]
+
+    report = warm(case, repo, 1, "--network", "none")
+    assert report["superseded"] == [old]
+    assert len(report["warmed"]) == 1
+    assert [s["id"] for s in ready_slots(case)] == report["warmed"]
+    assert not [c for c in containers_of(case.root) if c.labels.get("launcher.pool-slot") == old]
+    drain_and_check(case)
