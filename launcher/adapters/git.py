@@ -168,6 +168,10 @@ class Repository:
     def has_commits(self) -> bool:
         return self.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).returncode == 0
 
+    def is_folder(self, commit: str, path: str) -> bool:
+        proc = self.git("cat-file", "-t", f"{commit}:{path}", check=False)
+        return proc.returncode == 0 and proc.stdout.decode().strip() == "tree"
+
     def resolve_commit(self, ref: str) -> str:
         if ref.startswith("-") or "\x00" in ref:
             raise InvalidInputError(f"invalid base ref {ref!r}")

@@ -42,6 +42,9 @@ def write_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
     (git_dir / "objects" / "info" / "alternates").write_text(CONTAINER_OBJECTS + "\n")
     # .case/ is the run's scope for markers; it never belongs in the agent's commits.
     (git_dir / "info" / "exclude").write_text(".case/\n")
+    if spec.sparse_patterns is not None:
+        # Read by the checkout in the container: files outside the cone stay in the index only.
+        (git_dir / "info" / "sparse-checkout").write_text(spec.sparse_patterns)
     paths.dotgit.write_text(f"gitdir: {CONTAINER_GIT_DIR}\n")
     paths.out_dir.mkdir()
 
@@ -59,6 +62,7 @@ def _write_identity(git_dir: Path, spec: PrivateGitSpec) -> None:
         "\tfilemode = true",
         "\tbare = false",
         "\tlogallrefupdates = true",
+        *(["\tsparseCheckout = true", "\tsparseCheckoutCone = true"] if spec.sparse_patterns is not None else []),
         "[user]",
         f"\tname = {spec.user_name}",
         f"\temail = {spec.user_email}",

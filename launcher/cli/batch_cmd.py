@@ -59,6 +59,9 @@ def batch(
     api_key: list[str] = typer.Option(
         None, "--api-key", metavar="NAME=UPSTREAM", help="A key the proxy adds for every run (see `run --help`)."
     ),
+    sparse: list[str] = typer.Option(
+        None, "--sparse", metavar="DIR", help="Check out only these folders in every run (see `run --help`)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines and the summary as JSON."),
 ) -> None:
     """Claim queued tasks and run each as an isolated run, until the queue is empty (or forever with --watch).
@@ -83,6 +86,7 @@ def batch(
         allow=allow or [],
         presets=preset or [],
         api_keys=api_key or [],
+        sparse=sparse or [],
     )
     app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
     live = None if as_json or not sys.stderr.isatty() else LiveTable()

@@ -107,6 +107,13 @@ def run(
         "requests for UPSTREAM; the agent gets NAME as a placeholder and *_BASE_URL pointing at the proxy.",
     ),
     runtime: str = typer.Option(None, "--runtime", metavar="RUNTIME", help="OCI runtime, e.g. runsc (gVisor)."),
+    sparse: list[str] = typer.Option(
+        None,
+        "--sparse",
+        metavar="DIR",
+        help="Check out only this folder (and the top-level files), git's cone mode; repeatable. For big "
+        "repositories: files outside stay in the branch, untouched. Not with --keep-worktree.",
+    ),
     use_pool: bool = typer.Option(
         True,
         "--pool/--no-pool",
@@ -128,6 +135,7 @@ def run(
       launcher run --repo ../api --title "Bump deps" -- ./agent.sh
       launcher run demo-1 --preset pypi --allow git.example.com -- pip install -e .
       launcher run demo-1 --api-key ANTHROPIC_API_KEY=https://api.anthropic.com -- claude -p "…"
+      launcher run big-7 --sparse services/api --sparse libs/common -- ./agent.sh
     """
     from launcher.adapters.procinfo import current_owner
     from launcher.errors import InvalidInputError
@@ -156,6 +164,7 @@ def run(
         api_keys=api_key,
         runtime=runtime,
         pool=use_pool,
+        sparse=sparse,
     )
     if detach:
         run_id = _spawn_supervisor(app_, request)

@@ -43,6 +43,7 @@ class BatchOptions(BaseModel):
     allow: list[str] = Field(default_factory=list)
     presets: list[str] = Field(default_factory=list)
     api_keys: list[str] = Field(default_factory=list)
+    sparse: list[str] = Field(default_factory=list, description="folders every run checks out (cone mode)")
 
 
 class BatchEvent(BaseModel):
@@ -212,7 +213,13 @@ class Batch:
     def _attempt(self, service: RunService, task: TaskRecord, index: int, outcome: TaskOutcome) -> RunRecord:
         o = self.options
         request = RunRequest(
-            task=task.id, timeout=o.timeout, network=o.network, allow=o.allow, presets=o.presets, api_keys=o.api_keys
+            task=task.id,
+            timeout=o.timeout,
+            network=o.network,
+            allow=o.allow,
+            presets=o.presets,
+            api_keys=o.api_keys,
+            sparse=o.sparse,
         )
         try:
             plan = service.plan(request, self.environ)

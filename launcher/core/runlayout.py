@@ -64,3 +64,4 @@ class PrivateGitSpec:
     object_format: str | None
     user_name: str
     user_email: str
+    sparse_patterns: str | None = None  # git's cone patterns (launcher.core.sparse); None: everything

@@ -49,6 +49,7 @@ from launcher.core.runlayout import (
     PrivateGitSpec,
     RunPaths,
 )
+from launcher.core.sparse import cone_patterns, normalise_sparse_dirs
 from launcher.core.transitions import RunState
 from launcher.errors import InvalidInputError, LauncherError, TransitionConflictError
 from launcher.models import NewRun, RunOwner, RunRecord, TaskRecord, utcnow
@@ -80,6 +81,7 @@ class RunRequest(BaseModel):
     secrets: list[str] = Field(default_factory=list, description="NAME (host env) or NAME=FILE")
     runtime: str | None = None
     pool: bool = Field(default=True, description="take a matching warm pool slot when one is ready")
+    sparse: list[str] = Field(default_factory=list, description="check out only these folders (git cone mode)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class RunPlan:
     secrets: dict[str, str]
     api_key_values: dict[str, str]
     pool: bool = True
+    sparse: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -204,6 +207,16 @@ class RunService:
                 hint="launcher mounts only this repository's objects; `git repack -a -d` makes it self-contained",
             )
         base_sha = repo.resolve_commit(task.base_ref)
+        sparse = normalise_sparse_dirs(request.sparse)
+        for folder in sparse:
+            if not repo.is_folder(base_sha, folder):
+                raise InvalidInputError(f"--sparse {folder}: no such folder at {task.base_ref} ({base_sha[:12]})")
+        keep = d.keep_worktree if request.keep_worktree is None else request.keep_worktree
+        if sparse and keep:
+            raise InvalidInputError(
+                "--sparse and --keep-worktree do not go together: a kept worktree is a full checkout of the branch",
+                hint="the branch holds the run's commits either way; check it out where you need it",
+            )
         egress = self._egress_policy(request)
         if egress.mode != "none":
             if self.env.egress is None:
@@ -216,14 +229,16 @@ class RunService:
             image_id=image_id,
             command=command,
             timeout=request.timeout or d.timeout,
-            keep_worktree=d.keep_worktree if request.keep_worktree is None else request.keep_worktree,
+            keep_worktree=keep,
             egress=egress,
             runtime=request.runtime or d.runtime,
             base_sha=base_sha,
             base_branch=repo.symbolic_branch(task.base_ref),
             secrets=resolve_secrets(request.secrets, environ),
             api_key_values=resolve_key_values(egress, environ),
-            pool=request.pool,
+            # Slots are full checkouts: a sparse run is made from scratch.
+            pool=request.pool and not sparse,
+            sparse=sparse,
         )
 
     def _egress_policy(self, request: RunRequest) -> EgressPolicy:
@@ -257,6 +272,7 @@ class RunService:
                 "network": plan.egress.describe(),
                 "timeout": plan.timeout,
                 "keep_worktree": plan.keep_worktree,
+                "sparse": plan.sparse,
                 "secrets": sorted(plan.secrets),
                 "repo": str(plan.repo.toplevel),
                 "log": str(self.paths(run).log),
@@ -345,6 +361,7 @@ class RunService:
                 object_format=plan.repo.config_get("extensions.objectformat"),
                 user_name="launcher agent",
                 user_email=f"{run.id}@launcher.invalid",
+                sparse_patterns=cone_patterns(plan.sparse) if plan.sparse else None,
             ),
         )
         self._write_task_scope(task, run, paths)

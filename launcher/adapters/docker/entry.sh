@@ -39,7 +39,8 @@ reset_to_head() {
 # Backdates the NUL-separated paths on stdin, then refreshes the index.
 backdate() {
     now=$(date +%s)
-    xargs -0 -r touch -h -d "@$((now - 2))" -- 2>/dev/null
+    # -c: paths outside a sparse checkout are listed but absent, and must stay absent.
+    xargs -0 -r touch -c -h -d "@$((now - 2))" -- 2>/dev/null
     git update-index -q --refresh >/dev/null 2>&1
 }
 
