@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +58,8 @@ SIZES_QUICK = (3_000,)
 LAUNCH_TARGET = Target("ratio_max", 1.2)
 # A run that takes a warm slot: to first instruction in at most half the bare floor's time.
 POOL_TARGET = Target("ratio_max", 0.5)
+# One top folder of the generated repository (about 1/13 of the 50k files): a `--sparse` run.
+SPARSE_DIR = "src/m00"
 BASELINE = "git worktree add + docker run --rm"
 
 # (label, launcher marks, bare marks): a step is the time between two marks of one sample.
@@ -127,6 +130,7 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
                 lambda: _launcher_once(ctx, root, task, "none"),
                 lambda: _pooled_once(ctx, root, repo, task, "allowlist"),
                 lambda: _pooled_once(ctx, root, repo, task, "none"),
+                lambda: _launcher_once(ctx, root, task, "allowlist", sparse=SPARSE_DIR),
                 lambda: _bare_once(ctx, repo),
             ]
             for i in range(repeats):  # interleaved, rotating which goes first, so drift hits all alike
@@ -142,11 +146,12 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
         s.marks.update(events.times(**s.labels))
     by_kind = {kind: [s for s in samples if s.kind == kind] for kind in {s.kind for s in samples}}
     ours, pooled, bare = by_kind["launcher"], by_kind["pool"], by_kind["bare"]
-    kinds: list[tuple[str, str, Target, Target | None]] = [
+    kinds: list[tuple[str, str, Target | None, Target | None]] = [
         ("launcher", "allowlist network", LAUNCH_TARGET, LAUNCH_TARGET),
         ("launcher-none", "--network none", LAUNCH_TARGET, LAUNCH_TARGET),
         ("pool", "warm pool (allowlist)", POOL_TARGET, None),
         ("pool-none", "warm pool (--network none)", POOL_TARGET, None),
+        ("sparse", f"--sparse {SPARSE_DIR} (allowlist)", None, None),
     ]
     for kind, network, first_target, full_target in kinds:
         runs = by_kind[kind]
@@ -163,7 +168,11 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
                     [getattr(s, attribute) for s in bare],
                     BASELINE,
                     target=target,
-                    note=_pool_note(runs, what) if kind.startswith("pool") else "",
+                    note=_pool_note(runs, what)
+                    if kind.startswith("pool")
+                    else _sparse_note(repo)
+                    if kind == "sparse"
+                    else "",
                 )
             )
     rows, steps_json = [], []
@@ -199,6 +208,14 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     )
 
 
+def _sparse_note(repo: Path) -> str:
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    inside = [name for name in listed if name.startswith(SPARSE_DIR + "/") or "/" not in name]
+    return f"checks out {len(inside):,} of {len(listed):,} files; no target: reported for comparison"
+
+
 def _pool_note(runs: list[Sample], measure: str) -> str:
     warm = median([s.extra["warm_s"] for s in runs])
     note = f"each run took a slot warmed for it beforehand (untimed; median warm {fmt_value(warm, 's')})"
@@ -207,8 +224,12 @@ def _pool_note(runs: list[Sample], measure: str) -> str:
     return note
 
 
-def _launcher_once(ctx: Context, root: Path, task: str, network: str, *, pooled: bool = False) -> Sample:
+def _launcher_once(
+    ctx: Context, root: Path, task: str, network: str, *, pooled: bool = False, sparse: str | None = None
+) -> Sample:
     argv = [*ctx.launcher, "--root", str(root), "run", "--network", network, task]
+    if sparse:
+        argv[-1:-1] = ["--sparse", sparse]
     launch = time.time()
     started = time.perf_counter()
     done = ctx.run(argv)
@@ -223,7 +244,8 @@ def _launcher_once(ctx: Context, root: Path, task: str, network: str, *, pooled:
     if not pooled and slot:
         raise BenchmarkError(f"run {run_id} (from scratch) took pool slot {slot}: no slot should have been ready")
     marks = {"launch": launch, "t0": t0, "exit": launch + full, **run_marks}
-    kind = ("pool" if pooled else "launcher") + ("" if network == "allowlist" else f"-{network}")
+    kind = "pool" if pooled else "sparse" if sparse else "launcher"
+    kind += "" if network == "allowlist" else f"-{network}"
     labels = {"launcher.run-id": run_id, "launcher.root": str(root)}
     if slot:  # the slot's container carries the slot's labels, not the run's
         labels = {"launcher.pool-slot": str(slot), "launcher.root": str(root)}
