@@ -256,19 +256,22 @@ class Repository:
     def add_detached_worktree(self, path: Path, base_sha: str) -> None:
         self.mutate("worktree", "add", "--no-checkout", "--detach", str(path), base_sha)
 
-    def adopt_worktree(self, path: Path, branch: str, base_sha: str) -> None:
-        """The run's branch, new, checked out in a pool slot's worktree that was moved to ``path``."""
+    def adopt_worktree(self, source: Path, path: Path, branch: str, base_sha: str) -> None:
+        """Move a pool slot's worktree from ``source`` to ``path`` and give it the run's new branch."""
         if not self.check_ref_format(branch):
             raise InvalidInputError(f"git refuses the branch name {branch!r}")
-        admin = self.worktree_admin(path)
+        admin = self.worktree_admin(source)
         if admin is None:
-            raise GitError(f"{path} is not a worktree of {self.toplevel}")
+            raise GitError(f"{source} is not a worktree of {self.toplevel}")
         # An all-zero old value: create only, never move a branch that exists.
         try:
             self.mutate("update-ref", f"refs/heads/{branch}", base_sha, "0" * len(base_sha))
         except GitError as exc:
             raise GitError(f"branch {branch} already exists; run branches are never reused") from exc
+        # Under the repository's lock: between the move and the repair, the worktree's record
+        # names a folder that is gone, and a `worktree prune` (another run settling) would drop it.
         with self.locked():
+            os.rename(source, path)
             self.git("worktree", "repair", str(path))
             self.git("symbolic-ref", "HEAD", f"refs/heads/{branch}", git_dir=admin)
 

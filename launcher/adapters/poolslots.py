@@ -163,7 +163,7 @@ class PoolSlots:
             os.close(fd)
 
     def abandon(self, fd: int) -> None:
-        """Close without a go: the container reads EOF and exits, and its run settles it."""
+        """Close without a go: the container never starts the agent; the run's settle removes it."""
         os.close(fd)
 
     def discarded(self) -> list[Path]:

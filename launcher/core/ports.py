@@ -349,8 +349,8 @@ class RepoPort(Protocol):
         """A worktree on no branch yet, without checkout: a warm pool slot."""
         ...
 
-    def adopt_worktree(self, path: Path, branch: str, base_sha: str) -> None:
-        """A pool slot's worktree, moved to ``path``, gets the run's new branch."""
+    def adopt_worktree(self, source: Path, path: Path, branch: str, base_sha: str) -> None:
+        """A pool slot's worktree, moved from ``source`` to ``path``, gets the run's new branch."""
         ...
 
     def worktree_admin(self, path: Path) -> Path | None: ...

@@ -433,8 +433,7 @@ class RunService:
             details={"pool_slot": slot.id, "pool_base_sha": slot.base_sha},
         )
         ws.prepare_record(paths)
-        ws.move_out(slots.worktree_of(slot.id), paths.worktree)
-        plan.repo.adopt_worktree(paths.worktree, run.branch, plan.base_sha)
+        plan.repo.adopt_worktree(slots.worktree_of(slot.id), paths.worktree, run.branch, plan.base_sha)
         task = self.env.files.sync(task.id)
         task_json = self.env.files.json_path(task).read_bytes()
         md_path = self.env.files.md_path(task)

@@ -162,9 +162,11 @@ def test_taking_a_slot_resets_to_the_runs_base_rewriting_only_changed_files(case
 
 
 def test_concurrent_runs_never_share_a_slot(case: Case, tmp_path: Path) -> None:
+    """More runs than slots, all at once: runs that settle (and prune worktrees) while others
+    take slots, so a slot's move to its run must never lose its worktree record."""
     repo = make_repo(tmp_path / "repo")
-    warmed = set(warm(case, repo, 2, "--network", "none")["warmed"])
-    tasks = [case.create_task(repo, f"race {n}") for n in range(5)]
+    warmed = set(warm(case, repo, 6, "--network", "none")["warmed"])
+    tasks = [case.create_task(repo, f"race {n}") for n in range(9)]
     agent = 'echo "$CASE_RUN_ID" > who.txt && git add who.txt && git commit -qm "$CASE_RUN_ID"'
     procs = [
         case.popen("run", task, "--network", "none", "--json", "--", "sh", "-c", agent, stdout=subprocess.PIPE)
@@ -173,14 +175,15 @@ def test_concurrent_runs_never_share_a_slot(case: Case, tmp_path: Path) -> None:
     records = []
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0
         records.append(json.loads(out))
+        assert proc.returncode == 0, records[-1].get("details", {}).get("errors")
     taken = [r["details"].get("pool_slot") for r in records if r["details"].get("pool_slot")]
     assert sorted(taken) == sorted(warmed), "each slot served exactly one run; the others started from scratch"
     for record in records:
         assert record["state"] == "exited"
         assert repo_git(repo, "log", "-1", "--format=%s", record["branch"]).strip() == record["id"]
     assert ready_slots(case) == []
+    assert worktree_paths(repo) == [str(repo)]
     drain_and_check(case)
 
 

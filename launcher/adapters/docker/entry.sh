@@ -82,9 +82,12 @@ reset_to_head
 git ls-files -z | backdate
 if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
     warmed=$(git rev-parse -q --verify HEAD)
+    # Opened before saying ready (read-write, so the open does not wait for a writer): a run
+    # that takes the slot the moment it is published finds a reader, not a dead slot.
+    exec 3<>/launcher/ctl/go || exit 125
     echo "launcher-pool: ready"
-    # EOF (the host died before handing the slot over) ends the container; gc collects it.
-    read -r _go </launcher/ctl/go || exit 125
+    read -r _go <&3 || exit 125
+    exec 3<&-
     . /launcher/ctl/spec.sh
     take_slot
     if [ "$(git rev-parse -q --verify HEAD)" != "$warmed" ]; then
