@@ -2,6 +2,7 @@
 
 launcher:  N `launcher --root <temp root> run --no-pool <task-i>` processes (N tasks with the
            command `true` on a small generated repository), all started in a tight loop.
+none:      the same with `--network none`: no per-run network to create and remove.
 batch:     the same N tasks queued (not measured), then one `launcher batch --parallel N`: one
            process runs them all, so the interpreter start and imports are paid once.
 pool:      `launcher pool warm --size N` first (not measured: that is what a pool is for), then
@@ -37,6 +38,7 @@ def run(ctx: Context) -> BenchResult:
     tasks = ctx.create_tasks(root, repo, "concurrent", n, ["true"])
     base = [*ctx.launcher, "--root", str(root)]
     launcher_argvs = [[*base, "run", "--no-pool", t] for t in tasks]
+    offline_argvs = [[*base, "run", "--no-pool", "--network", "none", t] for t in tasks]
     pool_argvs = [[*base, "run", t] for t in tasks]
     bare_argvs = [["docker", "run", "--rm", *ctx.bare_labels(), IMAGE, "true"] for _ in range(n)]
     _burst(ctx, launcher_argvs[:1])  # warm-up
@@ -52,6 +54,7 @@ def run(ctx: Context) -> BenchResult:
 
     setups: list[tuple[str, Callable[[], list[list[str]]]]] = [
         ("launcher", lambda: launcher_argvs),
+        ("none", lambda: offline_argvs),
         ("batch", queue_then_batch),
         ("pool", warm_then_run),
         ("bare", lambda: bare_argvs),
@@ -82,6 +85,15 @@ def run(ctx: Context) -> BenchResult:
         ),
         Figure(
             "concurrency",
+            f"{n} concurrent runs: wall, --network none",
+            "s",
+            walls["none"],
+            walls["bare"],
+            f"{n} x docker run --rm {IMAGE} true",
+            target=TARGET,
+        ),
+        Figure(
+            "concurrency",
             f"{n} concurrent runs: wall, one `launcher batch -j {n}`",
             "s",
             walls["batch"],
@@ -100,9 +112,9 @@ def run(ctx: Context) -> BenchResult:
         ),
         Figure(
             "concurrency",
-            f"{n} concurrent runs: failed runs (all three ways)",
+            f"{n} concurrent runs: failed runs (all four ways)",
             "count",
-            [a + b + c for a, b, c in zip(failures["launcher"], failures["batch"], failures["pool"], strict=True)],
+            [sum(values) for values in zip(*(failures[k] for k in ("launcher", "none", "batch", "pool")), strict=True)],
             failures["bare"],
             "failed docker runs",
             target=Target("equals", 0),

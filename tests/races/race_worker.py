@@ -202,23 +202,21 @@ def lease_subnets(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, 
 
 
 def claim_pool_slots(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, Any]:
-    """Take ready pool slots as `launcher run` does (rename into this run's folder) until none is left."""
+    """Take ready pool slots as `launcher run` does (list the ready ones, rename one into this
+    run's folder; a lost race moves on to the next), one slot per listing, until none is left."""
     from launcher.adapters.poolslots import PoolSlots
 
     slots = PoolSlots(Path(args["pool"]), Path(args["worktrees"]))
     runs = Path(args["runs"])
     wait_for_go(barrier, index)
-    taken = []
-    attempt = 0
-    while True:
-        ready = slots.ready()
-        if not ready:
-            break
+    taken, lost = [], 0
+    while ready := slots.ready():
         for slot in ready:
-            attempt += 1
-            if slots.claim(slot.id, runs / f"run-{index}-{attempt}"):
+            if slots.claim(slot.id, runs / f"run-{index}-{len(taken) + lost}"):
                 taken.append(slot.id)
-    return {"taken": taken}
+                break
+            lost += 1
+    return {"taken": taken, "lost": lost}
 
 
 MODES = {
