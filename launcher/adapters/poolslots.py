@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
 from launcher.core.ports import PoolSlot, WarmingSlot
+from launcher.errors import InvalidInputError
 
 SLOT_FILE = "slot.json"
 LOCK_FILE = "warming.lock"
@@ -144,9 +145,9 @@ class PoolSlots:
         for prefix, variables in (("export ", env), ("", take)):
             for name, value in variables.items():
                 if not _SHELL_NAME.fullmatch(name):
-                    raise ValueError(f"{name!r} is not a variable name a shell accepts")
+                    raise InvalidInputError(f"{name!r} is not a variable name a shell accepts")
                 if "\0" in value:
-                    raise ValueError(f"{name}: a shell variable cannot hold a NUL byte")
+                    raise InvalidInputError(f"{name}: a shell variable cannot hold a NUL byte")
                 lines.append(f"{prefix}{name}={shlex.quote(value)}")
         lines.append("set -- " + " ".join(shlex.quote(arg) for arg in argv))
         atomic_write(

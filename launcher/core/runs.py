@@ -455,8 +455,8 @@ class RunService:
             "LAUNCHER_TAKE_BASE_BRANCH": plan.base_branch or "",
             "LAUNCHER_TAKE_EMAIL": f"{run.id}@launcher.invalid",
             "LAUNCHER_TAKE_TASK": task.id,
-            "LAUNCHER_TAKE_TASK_JSON": task_json.decode("utf-8"),
-            "LAUNCHER_TAKE_TASK_MD": task_md.decode("utf-8") if task_md is not None else "",
+            "LAUNCHER_TAKE_TASK_JSON": _text(task_json, "the task file"),
+            "LAUNCHER_TAKE_TASK_MD": _text(task_md, "the task's markdown") if task_md is not None else "",
             "LAUNCHER_TAKE_HAS_MD": "1" if task_md is not None else "",
             "LAUNCHER_TAKE_TASKS_VIEW": "1" if in_view else "",
         }
@@ -989,6 +989,13 @@ def _is_infrastructure(exc: LauncherError) -> bool:
     if isinstance(exc, DockerError):
         return exc.code != "image-not-found"
     return isinstance(exc, GitLockContentionError | LockTimeoutError | StateStoreError | CapacityError)
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{what} is not UTF-8 text, so a pool slot cannot carry it: {exc}") from exc
 
 
 def is_infrastructure_error(exc: LauncherError) -> bool:
