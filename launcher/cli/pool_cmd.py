@@ -43,7 +43,9 @@ def warm(
 
     Each slot holds a checked-out worktree, a started container (blocked until a run takes it)
     and, unless --network none, a network the egress proxy already serves. A slot serves one
-    run; run `pool warm` again (a cron job, a CI step) to refill.
+    run; run `pool warm` again (a cron job, a CI step) to refill. Ready slots no run could take
+    any more (the image was rebuilt, launcher.toml's limits changed) are removed on the way.
+    Exit status 1 if a slot could not be warmed.
 
     \b
       launcher pool warm --repo ../api --size 4
