@@ -33,6 +33,23 @@ def file_lock(path: Path, *, timeout: float = 60.0, max_delay: float = 0.05) -> 
         os.close(fd)
 
 
+def lock_is_held(path: Path) -> bool:
+    """Whether some process holds ``path``'s lock now (False when the file does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _CONTENTION:
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
 def _acquire(fd: int, path: Path, timeout: float, max_delay: float = 0.05) -> None:
     started = time.monotonic()
     deadline = started + timeout

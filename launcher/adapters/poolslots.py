@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from launcher.adapters.locks import file_lock
+from launcher.adapters.locks import file_lock, lock_is_held
 from launcher.adapters.safe_io import atomic_write
 from launcher.core.ports import PoolSlot, WarmingSlot
 from launcher.errors import InvalidInputError
@@ -84,7 +84,7 @@ class PoolSlots:
     def warming(self) -> list[WarmingSlot]:
         """Slots being warmed, each with whether its warmer is still alive."""
         return [
-            WarmingSlot(folder.name, folder, _lock_held(folder / LOCK_FILE), self.read(folder))
+            WarmingSlot(folder.name, folder, lock_is_held(folder / LOCK_FILE), self.read(folder))
             for folder in _children(self.warming_dir)
         ]
 
@@ -199,19 +199,3 @@ def _children(parent: Path) -> list[Path]:
         return sorted(p for p in parent.iterdir() if p.is_dir() and not p.is_symlink())
     except FileNotFoundError:
         return []
-
-
-def _lock_held(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return True
-        raise
-    finally:
-        os.close(fd)
-    return False

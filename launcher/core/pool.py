@@ -182,9 +182,7 @@ class PoolService:
             )
             ws.write_tasks_scaffold(paths, env.tasks_dir)
             control = self.slots.make_control(folder, uid, gid)
-            for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
-                ws.chown_tree(top, uid, gid)
-            ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
+            self.runs.give_to_uid(paths, repo, uid, gid)
             network = None
             if slot.network == "proxied":
                 assert env.egress is not None

@@ -365,10 +365,15 @@ class RunService:
             ),
         )
         self._write_task_scope(task, run, paths)
+        self.give_to_uid(paths, plan.repo, uid, gid)
+
+    def give_to_uid(self, paths: RunPaths, repo: RepoPort, uid: int, gid: int) -> None:
+        """Everything a run's container writes becomes its uid's (a run's, or a warm slot's)."""
+        ws = self.env.workspace
         for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
             ws.chown_tree(top, uid, gid)
         # The worktree's real .git file stays the repository owner's: it is hidden from the run.
-        ws.chown_tree(paths.worktree / ".git", owner_uid, owner_gid)
+        ws.chown_tree(paths.worktree / ".git", *repo.owner_ids)
 
     # -- warm pool: a slot checked out and started ahead of time ----------------------------
 

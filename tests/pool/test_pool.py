@@ -30,6 +30,7 @@ echo "FACT run=$CASE_RUN_ID"
 echo "FACT task=$CASE_TASK_ID"
 echo "FACT branch=$(git rev-parse --abbrev-ref HEAD)"
 echo "FACT head=$(git rev-parse HEAD)"
+echo "FACT branches=$(git for-each-ref --format='%(refname:short)' refs/heads | sort | tr '\n' ' ')"
 echo "FACT uid=$(id -u)"
 echo "FACT status=$(git status --porcelain | wc -l)"
 echo "FACT scope=$(cat .case/active)"
@@ -108,6 +109,7 @@ def test_a_run_takes_a_ready_slot_and_sees_what_a_fresh_run_sees(case: Case, tmp
     assert seen["task"] == run["task_id"]
     assert seen["branch"] == run["branch"]
     assert seen["head"] == head_of(repo, "main")
+    assert seen["branches"].split() == sorted([run["branch"], "main"]), "the slot's warm-up branch is gone"
     assert seen["uid"] == str(slot["uid"]) == str(run["uid"])
     assert seen["status"] == "0", "the worktree the run got is a clean checkout"
     assert seen["scope"] == run["task_id"]

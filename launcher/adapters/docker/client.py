@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from launcher.errors import DockerError, DockerUnavailableError, ImageNotFoundError
@@ -34,3 +35,22 @@ def image_id(client: Any, ref: str, *, what: str, hint: str) -> str:
         raise ImageNotFoundError(f"{what} {ref!r} is not in the local Docker engine", hint=hint) from exc
     except APIError as exc:
         raise DockerError(f"cannot inspect image {ref!r}: {exc.explanation or exc}") from exc
+
+
+def wait_for_output(container: Any, marker: bytes, timeout: float, *, what: str) -> None:
+    """Return once ``container`` has printed ``marker``; DockerError naming ``what`` if it stops
+    or the deadline passes first. Polled: Docker has no event for "printed a line"."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        output = container.logs(stdout=True, stderr=True)
+        if marker in output:
+            return
+        container.reload()
+        tail = output.decode(errors="replace")[-2000:]
+        if container.status not in ("created", "running"):
+            raise DockerError(f"{what} {container.status} before it was ready: {tail}")
+        if time.monotonic() > deadline:
+            raise DockerError(f"{what} not ready after {timeout:.0f} s: {tail}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

@@ -15,14 +15,13 @@ import hashlib
 import itertools
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from launcher.adapters.docker.client import docker_client, image_id
+from launcher.adapters.docker.client import docker_client, image_id, wait_for_output
 from launcher.adapters.faults import fault_point
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
@@ -241,21 +240,9 @@ class DockerEgress:
             container.start()
         except APIError as exc:
             raise DockerError(f"cannot start the egress proxy: {exc.explanation or exc}") from exc
-        self._wait_until_listening(container)
-        return container
-
-    def _wait_until_listening(self, container: Any) -> None:
         # The proxy says when it listens; until then a run's first request would be refused.
-        deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
-        while True:
-            output = container.logs(stdout=True, stderr=True)
-            if _READY_LINE in output:
-                return
-            container.reload()
-            if container.status not in ("created", "running") or time.monotonic() > deadline:
-                tail = output.decode(errors="replace")[-2000:]
-                raise DockerError(f"the egress proxy did not start ({container.status}): {tail}")
-            time.sleep(0.02)
+        wait_for_output(container, _READY_LINE, PROXY_READY_TIMEOUT_S, what="the egress proxy")
+        return container
 
     def _connect(self, proxy: Any, network: str, ip: str) -> None:
         from docker.errors import APIError

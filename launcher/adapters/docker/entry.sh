@@ -49,9 +49,10 @@ backdate() {
 # have left symlinks.
 take_slot() {
     task=$LAUNCHER_TAKE_TASK
-    git update-ref "refs/heads/$LAUNCHER_TAKE_BRANCH" "$LAUNCHER_BASE_SHA" &&
+    warm_branch=$(git symbolic-ref -q HEAD) &&
+        git update-ref "refs/heads/$LAUNCHER_TAKE_BRANCH" "$LAUNCHER_BASE_SHA" &&
         git symbolic-ref HEAD "refs/heads/$LAUNCHER_TAKE_BRANCH" &&
-        git update-ref -d refs/heads/launcher-pool &&
+        git update-ref -d "$warm_branch" &&
         git config user.email "$LAUNCHER_TAKE_EMAIL" || {
         echo "launcher-entry: could not move the slot to the run's branch" >&2
         exit 125

@@ -5,11 +5,10 @@ container that is already gone.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from launcher.adapters.docker.client import docker_client, image_id
+from launcher.adapters.docker.client import docker_client, image_id, wait_for_output
 from launcher.adapters.faults import fault_point
 from launcher.core.ports import ContainerInfo, SandboxSpec
 from launcher.errors import DockerError
@@ -144,21 +143,8 @@ class DockerSandbox:
     def wait_for_output(self, container_id: str, marker: bytes, timeout: float) -> None:
         from docker.errors import NotFound
 
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            try:
-                container = self.client.containers.get(container_id)
-                output = container.logs(stdout=True, stderr=True)
-            except NotFound as exc:
-                raise DockerError(f"container {container_id[:12]} is gone") from exc
-            if marker in output:
-                return
-            tail = output.decode(errors="replace")[-2000:]
-            if container.status not in ("created", "running"):
-                raise DockerError(f"container {container_id[:12]} {container.status} before it was ready: {tail}")
-            if time.monotonic() > deadline:
-                raise DockerError(f"container {container_id[:12]} not ready after {timeout:.0f} s: {tail}")
-            # Polled with a deadline: Docker has no event for "printed a line".
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        try:
+            container = self.client.containers.get(container_id)
+        except NotFound as exc:
+            raise DockerError(f"container {container_id[:12]} is gone") from exc
+        wait_for_output(container, marker, timeout, what=f"container {container_id[:12]}")
