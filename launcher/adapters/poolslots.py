@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from launcher.adapters.locks import file_lock, lock_is_held
 from launcher.adapters.safe_io import atomic_write
-from launcher.core.ports import PoolSlot, WarmingSlot
 from launcher.errors import InvalidInputError
+from launcher.models import PoolSlot, WarmingSlot
 
 SLOT_FILE = "slot.json"
 LOCK_FILE = "warming.lock"

@@ -19,12 +19,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from launcher.core.ports import MountSpec, PoolSlot, PoolSlotsPort, RepoPort
+from launcher.core.ports import PoolSlotsPort, RepoPort
 from launcher.core.runlayout import CONTAINER_HOME, CONTAINER_WORKTREE, PrivateGitSpec, RunPaths
 from launcher.core.runs import POOL_READY_LINE, RunService, git_config_env, root_tag
 from launcher.core.transitions import LIVE_RUN_STATES
 from launcher.errors import InvalidInputError, LauncherError
-from launcher.models import utcnow
+from launcher.models import MountSpec, PoolSlot, utcnow
 
 # A 50,000-file checkout on a slow disk takes minutes; a slot that takes longer is broken.
 WARM_TIMEOUT_S = 900.0

@@ -26,9 +26,9 @@ from launcher.adapters.faults import fault_point
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
 from launcher.core.netpolicy import PROXY_PORT
-from launcher.core.ports import NetworkInfo
 from launcher.core.subnets import RunSubnet
 from launcher.errors import DockerError, SubnetInUseError
+from launcher.models import NetworkInfo
 
 CONTAINER_PROXY_SCRIPT = "/launcher/egress_proxy.py"
 CONTAINER_POLICIES = "/egress/policies"

@@ -10,8 +10,8 @@ from typing import Any
 
 from launcher.adapters.docker.client import docker_client, image_id, wait_for_output
 from launcher.adapters.faults import fault_point
-from launcher.core.ports import ContainerInfo, SandboxSpec
 from launcher.errors import DockerError
+from launcher.models import ContainerInfo, SandboxSpec
 
 LABEL_PREFIX = "launcher."
 

@@ -1,29 +1,17 @@
-"""Pydantic models for everything that crosses a boundary: DB rows, files, CLI JSON."""
+"""Tasks as the coordinator stores them, and their status history."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from launcher.core.transitions import RunState, TaskStatus
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from launcher.core.transitions import TaskStatus
+from launcher.models.common import Frozen
 
 
-def iso(ts: datetime) -> str:
-    """case's timestamps: ISO-8601, UTC, with an explicit offset."""
-    return ts.astimezone(UTC).isoformat()
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class NewTask(_Frozen):
+class NewTask(Frozen):
     """What a caller asks the coordinator to store; the ID is allocated by the store."""
 
     prefix: str
@@ -38,7 +26,7 @@ class NewTask(_Frozen):
     doc: dict[str, Any] = Field(description="case's task.json document, without `id`")
 
 
-class TaskRecord(_Frozen):
+class TaskRecord(Frozen):
     id: str
     prefix: str
     number: int
@@ -64,7 +52,7 @@ class TaskRecord(_Frozen):
     claims: int = 0
 
 
-class AdoptedTask(_Frozen):
+class AdoptedTask(Frozen):
     """A task found in a case harness, taken into the coordinator as it is."""
 
     id: str
@@ -74,12 +62,13 @@ class AdoptedTask(_Frozen):
     title: str
     repo: str
     repo_path: str | None
+    base_ref: str = Field(default="HEAD", description="what its runs start from ([run].base_ref at adoption)")
     doc: dict[str, Any]
     file_path: str
     file_sha256: str
 
 
-class TransitionRecord(_Frozen):
+class TransitionRecord(Frozen):
     seq: int
     task_id: str
     from_status: TaskStatus | None
@@ -87,51 +76,3 @@ class TransitionRecord(_Frozen):
     reason: str | None
     actor: str
     at: datetime
-
-
-class RunOwner(_Frozen):
-    """Who supervises a run: enough to tell later whether that process still lives."""
-
-    host: str
-    pid: int
-    start_ticks: int | None = Field(default=None, description="process start time from /proc, guards pid reuse")
-
-
-class RunRecord(_Frozen):
-    id: str
-    seq: int = Field(description="global run number; also picks the run's uid")
-    task_id: str
-    attempt: int
-    state: RunState
-    owner: RunOwner | None
-    branch: str
-    worktree: str
-    image: str | None
-    container_id: str | None = None
-    exit_code: int | None = None
-    uid: int | None = None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    cancel_requested: bool = False
-    details: dict[str, Any] = Field(
-        default_factory=dict, description="base commit, harvest summary, agent result, errors"
-    )
-
-
-class NewRun(_Frozen):
-    task_id: str
-    image: str | None
-    owner: RunOwner | None
-    worktrees_dir: str
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class RunEventRecord(_Frozen):
-    seq: int
-    run_id: str
-    from_state: RunState | None
-    to_state: RunState
-    at: datetime
-    detail: str | None

@@ -1,0 +1,25 @@
+"""Where case-compatible task files are written (rendered from the coordinator)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+from launcher.models import TaskRecord, TransitionRecord
+
+
+class TaskFilesPort(Protocol):
+    """Where case-compatible task files are written (rendered from the coordinator)."""
+
+    def json_path(self, task: TaskRecord) -> Path: ...
+
+    def md_path(self, task: TaskRecord) -> Path: ...
+
+    def locked(self, task_id: str) -> AbstractContextManager[None]: ...
+
+    def sync(self, task_id: str) -> TaskRecord: ...
+
+    def create(self, task_id: str, body: str | None, template: str | None = None) -> TaskRecord: ...
+
+    def record_transition(self, task_id: str, transition: TransitionRecord) -> None: ...

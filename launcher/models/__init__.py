@@ -1,0 +1,27 @@
+"""Pydantic models for everything that crosses a boundary: DB rows, files, CLI JSON."""
+
+from launcher.models.common import Frozen, iso, utcnow
+from launcher.models.pool import PoolSlot, WarmingSlot
+from launcher.models.runs import NewRun, RunEventRecord, RunOwner, RunRecord
+from launcher.models.sandbox import ContainerInfo, MountSpec, NetworkInfo, SandboxSpec
+from launcher.models.tasks import AdoptedTask, NewTask, TaskRecord, TransitionRecord
+
+__all__ = [
+    "AdoptedTask",
+    "ContainerInfo",
+    "Frozen",
+    "MountSpec",
+    "NetworkInfo",
+    "NewRun",
+    "NewTask",
+    "PoolSlot",
+    "RunEventRecord",
+    "RunOwner",
+    "RunRecord",
+    "SandboxSpec",
+    "TaskRecord",
+    "TransitionRecord",
+    "WarmingSlot",
+    "iso",
+    "utcnow",
+]
