@@ -283,7 +283,7 @@ class Context:
 
         app = Application(str(root), None)
         try:
-            ref = app.resolve_repo(str(repo))
+            ref = app.repositories.resolve(str(repo))
             ids = []
             for i in range(count):
                 label = title if count == 1 else f"{title} {i + 1}"

@@ -115,10 +115,10 @@ def _cprofile(ctx: Context, run_argv: list[str]) -> dict[str, Any]:
         "git and other subprocesses (subprocess.run)": cumulative("subprocess.py", "run"),
         "SQLite statements (Connection.execute)": cumulative("~", "<method 'execute' of 'sqlite3.Connection' objects>"),
         "docker client + ping (docker_client)": cumulative("launcher/adapters/docker/client.py", "docker_client"),
-        "plan (RunService.plan)": cumulative("launcher/core/runs.py", "plan"),
-        "prepare (RunService._prepare)": cumulative("launcher/core/runs.py", "_prepare"),
+        "plan (core.run.plan)": cumulative("launcher/core/run/plan.py", "plan_run"),
+        "prepare (core.run.workspace)": cumulative("launcher/core/run/workspace.py", "prepare_workspace"),
         "chown_tree": cumulative("launcher/adapters/workspace.py", "chown_tree"),
-        "settle (RunService.settle)": cumulative("launcher/core/runs.py", "settle"),
+        "settle (core.run.settle)": cumulative("launcher/core/run/settle.py", "settle"),
     }
     ours = sorted(
         ((v[3], f"{Path(file).name}:{line} {name}") for (file, line, name), v in raw.items() if "/launcher/" in file),

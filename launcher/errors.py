@@ -7,6 +7,9 @@ are part of the CLI contract and are documented in the README; change them only 
 
 from __future__ import annotations
 
+import errno
+from typing import Literal
+
 
 class ExitCode:
     OK = 0
@@ -16,7 +19,7 @@ class ExitCode:
     ILLEGAL_TRANSITION = 4
     NOT_FOUND = 5
     INVALID_INPUT = 6
-    STATE_STORE = 7  # state store unreadable, corrupt, locked too long, or root unwritable
+    STATE_STORE = 7  # state store unreadable, corrupt, locked too long; the case root's disk full or unwritable
     DOCKER = 8  # Docker engine unreachable, image missing or failing to build
     GIT = 9
     RUN_FAILED = 10  # the agent exited non-zero
@@ -77,16 +80,52 @@ class StateStoreError(LauncherError, RuntimeError):
     code = "state-store"
 
 
+LockedResource = Literal["store", "task-file", "repository", "engine", "pool"]
+# A lock timeout exits with the code of what the lock guards, so a script can tell which
+# resource was busy: a repository is git's (9), the engine's objects Docker's (8).
+_LOCK_EXIT_CODES: dict[str, int] = {
+    "store": ExitCode.STATE_STORE,
+    "task-file": ExitCode.STATE_STORE,
+    "repository": ExitCode.GIT,
+    "engine": ExitCode.DOCKER,
+    "pool": ExitCode.STATE_STORE,
+}
+
+
 class LockTimeoutError(LauncherError, TimeoutError):
     exit_code = ExitCode.STATE_STORE
     code = "lock-timeout"
 
-    def __init__(self, path: str, waited: float) -> None:
+    def __init__(self, path: str, waited: float, resource: LockedResource = "store") -> None:
         super().__init__(
-            f"could not take the lock {path} within {waited:.1f}s",
+            f"could not take the {resource} lock {path} within {waited:.1f}s",
             hint="another launcher process holds it; retry, or check for a hung process",
         )
         self.path = path
+        self.resource = resource
+        self.exit_code = _LOCK_EXIT_CODES[resource]
+
+
+class HostStorageError(LauncherError, OSError):
+    """The case root's disk refused a write (full, read-only, permissions): nothing half-written kept."""
+
+    exit_code = ExitCode.STATE_STORE
+    code = "host-storage"
+
+    @classmethod
+    def of(cls, exc: OSError, what: str) -> HostStorageError:
+        where = f" ({exc.filename})" if exc.filename else ""
+        hints = {
+            errno.ENOSPC: "the disk under the case root is full; free space (`launcher gc` removes what runs left)",
+            errno.EDQUOT: "the disk quota under the case root is used up; free space",
+            errno.EROFS: "the case root is on a read-only file system",
+            errno.EACCES: "check the permissions of the case root and its .launcher folder",
+            errno.EPERM: "check the permissions of the case root and its .launcher folder",
+        }
+        return cls(
+            f"cannot {what}: {exc.strerror or exc}{where}",
+            hint=hints.get(exc.errno or 0, "check the case root's disk and permissions"),
+        )
 
 
 class GitError(LauncherError, RuntimeError):
@@ -126,5 +165,15 @@ class CapacityError(LauncherError, RuntimeError):
     code = "capacity"
 
 
-class RunError(LauncherError, RuntimeError):
-    code = "run"
+# A run's end state is the exit status of the command that waited for it (`run`, `run-supervisor`).
+RUN_STATE_EXIT_CODES: dict[str, int] = {
+    "exited": ExitCode.OK,
+    "failed": ExitCode.RUN_FAILED,
+    "timed-out": ExitCode.RUN_TIMED_OUT,
+    "cancelled": ExitCode.RUN_CANCELLED,
+    "lost": ExitCode.RUN_LOST,
+}
+
+
+def exit_code_of_run(state: str) -> int:
+    return RUN_STATE_EXIT_CODES.get(state, ExitCode.FAILURE)

@@ -28,6 +28,8 @@ from launcher.errors import GitError, GitLockContentionError, InvalidInputError
 # (index.lock, config.lock, ref locks), and nothing else uses it.
 _LOCK_CONTENTION = re.compile(r"Unable to create '[^']+\.lock': File exists|cannot lock ref")
 GIT_RETRY_ATTEMPTS = 6
+# How long a git mutation waits for the repository's lock (another run adding its worktree).
+REPO_LOCK_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class Repository:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        with file_lock(self._lock_path, timeout=120.0):
+        with file_lock(self._lock_path, timeout=REPO_LOCK_TIMEOUT_S, guards="repository"):
             yield
 
     # -- queries -------------------------------------------------------------------------

@@ -14,17 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from launcher.errors import LockTimeoutError
+from launcher.errors import LockedResource, LockTimeoutError
 
 _CONTENTION = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
 
 
 @contextmanager
-def file_lock(path: Path, *, timeout: float = 60.0, max_delay: float = 0.05) -> Iterator[None]:
+def file_lock(
+    path: Path, *, timeout: float = 60.0, max_delay: float = 0.05, guards: LockedResource = "store"
+) -> Iterator[None]:
+    """Hold ``path``'s lock; a LockTimeoutError after ``timeout`` names what it ``guards`` (its exit code)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        _acquire(fd, path, timeout, max_delay)
+        _acquire(fd, path, timeout, max_delay, guards)
         try:
             yield
         finally:
@@ -50,7 +53,7 @@ def lock_is_held(path: Path) -> bool:
     return False
 
 
-def _acquire(fd: int, path: Path, timeout: float, max_delay: float = 0.05) -> None:
+def _acquire(fd: int, path: Path, timeout: float, max_delay: float, guards: LockedResource) -> None:
     started = time.monotonic()
     deadline = started + timeout
     delay = 0.001
@@ -63,7 +66,7 @@ def _acquire(fd: int, path: Path, timeout: float, max_delay: float = 0.05) -> No
                 raise
         now = time.monotonic()
         if now >= deadline:
-            raise LockTimeoutError(str(path), now - started)
+            raise LockTimeoutError(str(path), now - started, guards)
         # Polling, because a blocking flock cannot honour a deadline; the backoff keeps
         # 16 contending processes from burning both cores.
         time.sleep(min(delay, deadline - now))

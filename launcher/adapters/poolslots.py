@@ -47,7 +47,7 @@ class PoolSlots:
     @contextmanager
     def allocation_lock(self) -> Iterator[None]:
         """Held while a warmer picks uids for new slots, so two warmers never pick the same."""
-        with file_lock(self.pool_dir / "allocation.lock", timeout=120.0):
+        with file_lock(self.pool_dir / "allocation.lock", timeout=120.0, guards="pool"):
             yield
 
     @contextmanager

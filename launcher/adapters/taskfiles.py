@@ -19,7 +19,7 @@ from typing import Any
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
 from launcher.core.ports import Coordinator
-from launcher.errors import InvalidInputError, StateStoreError
+from launcher.errors import InvalidInputError, LauncherError, StateStoreError
 from launcher.models import TaskRecord, TransitionRecord, iso
 
 JSON_SUFFIX = ".task.json"
@@ -92,8 +92,10 @@ class TaskFiles:
         """The task's lock; file-system failures inside it (disk full, …) become StateStoreError."""
         lock = self.locks_dir / "tasks" / f"{task_id}.lock"
         try:
-            with file_lock(lock):
+            with file_lock(lock, guards="task-file"):
                 yield
+        except LauncherError:
+            raise  # a lock timeout is a TimeoutError, an OSError too: it says what it is itself
         except OSError as exc:
             where = exc.filename or lock
             raise StateStoreError(

@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from launcher.adapters.safe_io import atomic_write, read_untrusted
 from launcher.core.runlayout import CONTAINER_GIT_DIR, CONTAINER_OBJECTS, PrivateGitSpec, RunPaths
+from launcher.errors import HostStorageError, LauncherError
 
 
 def prepare_record(paths: RunPaths) -> None:
@@ -149,22 +152,81 @@ def copy_bundle_out(paths: RunPaths, *, max_bytes: int) -> Path | None:
     return paths.harvested_bundle
 
 
+def make_sandbox(paths: RunPaths) -> None:
+    """The run's host-side folder for what its container is given (not yet any of it)."""
+    paths.sandbox.mkdir(parents=True)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """A file in a folder only the host writes (the run's sandbox folder): resolv.conf, projects.json."""
+    atomic_write(path, data, mode=0o644)
+
+
+@contextmanager
+def _on_host(what: str) -> Iterator[None]:
+    """A failing disk (full, read-only, no permission) as a launcher error, not a traceback."""
+    try:
+        yield
+    except LauncherError:
+        raise
+    except OSError as exc:
+        raise HostStorageError.of(exc, what) from exc
+
+
 class LocalWorkspace:
     """WorkspacePort on the local file system."""
 
-    prepare_record = staticmethod(prepare_record)
-    prepare_worktree_dir = staticmethod(prepare_worktree_dir)
-    write_private_git_dir = staticmethod(write_private_git_dir)
-    write_tasks_scaffold = staticmethod(write_tasks_scaffold)
-    write_tasks_view = staticmethod(write_tasks_view)
-    write_case_scope = staticmethod(write_case_scope)
-    chown_tree = staticmethod(chown_tree)
-    remove_tree = staticmethod(remove_tree)
-    copy_bundle_out = staticmethod(copy_bundle_out)
-    move_out = staticmethod(move_out)
+    def prepare_record(self, paths: RunPaths) -> None:
+        with _on_host("prepare the run's record folder"):
+            prepare_record(paths)
 
-    @staticmethod
-    def read_in(top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:
+    def prepare_worktree_dir(self, worktree: Path, owner_uid: int, owner_gid: int) -> None:
+        with _on_host("prepare the run's worktree folder"):
+            prepare_worktree_dir(worktree, owner_uid, owner_gid)
+
+    def make_sandbox(self, paths: RunPaths) -> None:
+        with _on_host("prepare the run's sandbox folder"):
+            make_sandbox(paths)
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        with _on_host(f"write {path.name} for the run"):
+            write_file(path, data)
+
+    def write_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None:
+        with _on_host("write the run's private git dir"):
+            write_private_git_dir(paths, spec)
+
+    def write_tasks_scaffold(self, paths: RunPaths, harness_tasks: Path) -> None:
+        with _on_host("write the run's task view"):
+            write_tasks_scaffold(paths, harness_tasks)
+
+    def write_tasks_view(
+        self, paths: RunPaths, task_id: str, task_json: bytes, task_md: bytes | None, harness_tasks: Path
+    ) -> None:
+        with _on_host("write the run's task view"):
+            write_tasks_view(paths, task_id, task_json, task_md, harness_tasks)
+
+    def write_case_scope(self, worktree: Path, task_id: str, task_json: bytes) -> None:
+        with _on_host("write the run's .case/ scope"):
+            write_case_scope(worktree, task_id, task_json)
+
+    def chown_tree(self, top: Path, uid: int, gid: int) -> None:
+        with _on_host("hand the run's folders to their owner"):
+            chown_tree(top, uid, gid)
+
+    def remove_tree(self, path: Path) -> None:
+        with _on_host(f"remove {path}"):
+            remove_tree(path)
+
+    def move_out(self, source: Path, target: Path) -> None:
+        with _on_host(f"move {source} out of the run's worktree"):
+            move_out(source, target)
+
+    def copy_bundle_out(self, paths: RunPaths, *, max_bytes: int) -> Path | None:
+        with _on_host("copy the run's bundle out"):
+            return copy_bundle_out(paths, max_bytes=max_bytes)
+
+    def read_in(self, top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:
         from launcher.adapters.safe_io import read_untrusted_in
 
         return read_untrusted_in(top, parts, max_bytes=max_bytes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NoReturn
 
 # pydantic scans installed packages for plugins on first use (20-30 ms of every command);
 # launcher uses none. setdefault: a user who wants plugins can still set it.
@@ -15,9 +16,21 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 import typer
 
-from launcher.cli import batch_cmd, image_cmd, init_cmd, paths_cmd, pool_cmd, run_cmd, task_cmd
+from launcher.cli import (
+    batch_cmd,
+    detach,
+    gc_cmd,
+    image_cmd,
+    init_cmd,
+    paths_cmd,
+    pool_cmd,
+    ps_cmd,
+    run_cmd,
+    stop_cmd,
+    task_cmd,
+)
 from launcher.cli.app_context import Application
-from launcher.errors import ExitCode, LauncherError
+from launcher.errors import ExitCode, HostStorageError, LauncherError
 
 app = typer.Typer(
     name="launcher",
@@ -58,8 +71,18 @@ task_cmd.register(app)
 paths_cmd.register(app)
 image_cmd.register(app)
 run_cmd.register(app)
+ps_cmd.register(app)
+stop_cmd.register(app)
+gc_cmd.register(app)
+detach.register(app)
 batch_cmd.register(app)
 pool_cmd.register(app)
+
+
+def wants_json(args: list[str]) -> bool:
+    """--json among launcher's own options: what follows `--` is the agent's command, not ours."""
+    own = args[: args.index("--")] if "--" in args else args
+    return "--json" in own
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,11 +92,19 @@ def main(argv: list[str] | None = None) -> None:
         # launcher's own errors reach this boundary, which maps them to their exit codes.
         app(args=args, prog_name="launcher")
     except LauncherError as exc:
-        if "--json" in args:
-            payload = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
-            print(json.dumps(payload, indent=2))
-        print(f"launcher: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(exc, args)
+    except OSError as exc:
+        # An adapter that missed one (a full disk, a folder without permission): still an
+        # error a user can act on, with the documented exit code, not a traceback.
+        _fail(HostStorageError.of(exc, "complete the command"), args)
     except KeyboardInterrupt:
         print("launcher: interrupted", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)
+
+
+def _fail(exc: LauncherError, args: list[str]) -> NoReturn:
+    if wants_json(args):
+        payload = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
+        print(json.dumps(payload, indent=2))
+    print(f"launcher: error: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)

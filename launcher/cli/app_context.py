@@ -7,7 +7,6 @@ Heavy imports (pydantic models, the Docker SDK) happen inside the properties, so
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import socket
@@ -19,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from launcher.adapters.git import Repository
     from launcher.adapters.projects import Projects
     from launcher.adapters.taskfiles import TaskFiles
     from launcher.core.adopt import AdoptionReport
     from launcher.core.egress import RunEgress
     from launcher.core.ports import Coordinator
-    from launcher.core.runs import RunService
-    from launcher.core.tasks import RepoRef, TaskService
+    from launcher.core.repos import Repositories
+    from launcher.core.run import RunDeps, RunService
+    from launcher.core.tasks import TaskService
     from launcher.models import TaskRecord
     from launcher.settings import LauncherConfig, Layout
 
@@ -81,69 +82,75 @@ class Application:
 
     @cached_property
     def runs(self) -> RunService:
-        return self.make_run_service(self.store)
+        from launcher.core.run import RunService
 
-    def make_run_service(self, store: Coordinator) -> RunService:
-        """A run service on ``store``; batch workers each pass a connection of their own."""
+        return RunService(self.run_deps(self.store))
+
+    def run_deps(self, store: Coordinator) -> RunDeps:
+        """What runs on ``store`` are made with; batch workers each pass a connection of their own."""
         from launcher.adapters.docker import install_entry_script
         from launcher.adapters.docker.sandbox import DockerSandbox
         from launcher.adapters.faults import fault_point
-        from launcher.adapters.git import Repository
         from launcher.adapters.poolslots import PoolSlots
         from launcher.adapters.taskfiles import TaskFiles, schema_validator
         from launcher.adapters.workspace import LocalWorkspace
-        from launcher.core.runs import RunEnvironment, RunService
+        from launcher.core.run import RunDeps
 
         layout = self.layout
         files = TaskFiles(layout.tasks_dir, layout.locks_dir, store, schema_validator(layout.tasks_dir))
         sandbox = DockerSandbox()
-        return RunService(
-            RunEnvironment(
-                store=store,
-                files=files,
-                sandbox=sandbox,
-                workspace=LocalWorkspace(),
-                open_repo=lambda path: Repository.open(path, lock_dir=layout.locks_dir),
-                root=self.root,
-                state_dir=layout.state_dir,
-                worktrees_dir=layout.worktrees_dir,
-                tasks_dir=layout.tasks_dir,
-                defaults=self.config.run,
-                entry_script=install_entry_script(layout.state_dir),
-                actor=self.actor,
-                projects_view=self.projects.run_view,
-                checkpoint=fault_point,
-                locate_repo=self.locate_repo,
-                network=self.config.network,
-                egress=self.make_egress(store, lambda: sandbox.client),
-                pool=PoolSlots(layout.state_dir / "pool", layout.worktrees_dir),
-            )
+        return RunDeps(
+            store=store,
+            files=files,
+            sandbox=sandbox,
+            workspace=LocalWorkspace(),
+            open_repo=self.open_repo,
+            root=self.root,
+            state_dir=layout.state_dir,
+            worktrees_dir=layout.worktrees_dir,
+            tasks_dir=layout.tasks_dir,
+            defaults=self.config.run,
+            entry_script=install_entry_script(layout.state_dir),
+            actor=self.actor,
+            projects_view=self.projects.run_view,
+            checkpoint=fault_point,
+            locate_repo=self.repositories.locate,
+            network=self.config.network,
+            egress=self.make_egress(store, lambda: sandbox.client),
+            pool=PoolSlots(layout.state_dir / "pool", layout.worktrees_dir),
         )
 
+    def open_repo(self, path: str) -> Repository:
+        from launcher.adapters.git import Repository
+
+        return Repository.open(path, lock_dir=self.layout.locks_dir)
+
+    @cached_property
+    def repositories(self) -> Repositories:
+        from launcher.core.repos import Repositories
+
+        return Repositories(self.projects, self.open_repo)
+
     def make_egress(self, store: Coordinator, docker: Callable[[], Any]) -> RunEgress:
-        from launcher.adapters.docker import install_egress_proxy
+        from launcher.adapters.docker import egress_proxy_sha256, install_egress_proxy
         from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
+        from launcher.core import labels, uids
         from launcher.core.egress import RunEgress
-        from launcher.core.runs import root_tag
         from launcher.core.subnets import SubnetPool
 
         layout, net = self.layout, self.config.network
-        if os.geteuid() == 0:
-            # Not root, and not any run's uid: runs get uid_base and up.
-            proxy_ids = (self.config.run.uid_base - 1, self.config.run.uid_base - 1)
-        else:
-            proxy_ids = (os.getuid(), os.getgid())
-        script = install_egress_proxy(layout.state_dir)
+        proxy_ids = uids.proxy_ids(self.config.run)
+        program = install_egress_proxy(layout.state_dir)
         policies, logs = layout.egress_dir / "policies", layout.egress_dir / "logs"
         settings = ProxySettings(
             root=str(self.root),
-            name=f"launcher-egress-{root_tag(self.root)}",
+            name=f"launcher-egress-{labels.root_tag(self.root)}",
             image=net.proxy_image,
             egress_network=net.egress_network,
             uid=proxy_ids[0],
             gid=proxy_ids[1],
-            script=str(script),
-            script_sha256=hashlib.sha256(script.read_bytes()).hexdigest(),
+            program_dir=str(program),
+            program_sha256=egress_proxy_sha256(program),
             policies_dir=str(policies),
             logs_dir=str(logs),
             ca_file=str(Path(net.ca_file).resolve()) if net.ca_file else None,
@@ -157,7 +164,7 @@ class Application:
             EgressFiles(policies, logs, proxy_ids),
             SubnetPool(net.subnet_pool),
             root=self.root,
-            root_tag=root_tag(self.root),
+            root_tag=labels.root_tag(self.root),
         )
 
     @cached_property
@@ -180,38 +187,19 @@ class Application:
         def repo_path_of(name: str) -> str | None:
             return str(projects.path_of(name)) if name in projects.names else None
 
-        adopter = Adopter(self.store, self.task_files, repo_path_of, harness.read_md_title)
+        adopter = Adopter(
+            self.store, self.task_files, repo_path_of, harness.read_md_title, base_ref=self.config.run.base_ref
+        )
         return adopter.reconcile(found, legacy, full=full, known_paths=known)
 
-    def locate_repo(self, task: TaskRecord) -> str | None:
-        projects = self.projects
-        if task.repo in projects.names:
-            return str(projects.path_of(task.repo))
-        return task.repo_path
-
-    def check_base(self, repo: RepoRef, base_ref: str) -> None:
-        """Refuse a task whose base does not resolve now (no commits yet, unknown ref)."""
-        from launcher.adapters.git import Repository
-
-        if repo.path is not None:
-            Repository.open(repo.path, lock_dir=self.layout.locks_dir).resolve_commit(base_ref)
-
-    def resolve_repo(self, value: str) -> RepoRef:
-        """--repo: a name from projects.json, or a path (named after its projects.json entry if any)."""
-        from launcher.adapters.git import Repository
-        from launcher.core.slugs import repo_prefix
-        from launcher.core.tasks import RepoRef
-
-        projects = self.projects
-        if value in projects.names:
-            path = projects.path_of(value)
-            repository = Repository.open(path, lock_dir=self.layout.locks_dir)
-            return RepoRef(name=value, path=str(repository.toplevel))
-        if projects.names and not Path(value).expanduser().exists() and "/" not in value:
-            projects.path_of(value)  # raises NotFoundError listing the known names
-        repository = Repository.open(value, lock_dir=self.layout.locks_dir)
-        name = projects.name_of(repository.toplevel) or repo_prefix(repository.name)
-        return RepoRef(name=name, path=str(repository.toplevel))
+    def create_task(self, repo: str, title: str, *, base_ref: str | None = None, **options: Any) -> TaskRecord:
+        """A new task in the repository ``repo`` names, starting from ``base_ref`` ([run].base_ref by default)."""
+        repo_ref = self.repositories.resolve(repo)
+        base = base_ref or self.config.run.base_ref
+        self.repositories.check_base(repo_ref, base)
+        # Numbers continue after any task file the harness gained outside launcher.
+        self.reconcile(full=False)
+        return self.tasks.create(repo_ref, title, base_ref=base, **options)
 
     @cached_property
     def actor(self) -> str:

@@ -16,7 +16,7 @@ from launcher.errors import ExitCode
 if TYPE_CHECKING:
     from launcher.core.batch import BatchEvent
     from launcher.core.ports import Coordinator
-    from launcher.core.runs import RunService
+    from launcher.core.run import RunService
 
 
 def register(app: typer.Typer) -> None:
@@ -121,9 +121,10 @@ def batch(
 def _worker(app_: Application) -> tuple[Coordinator, RunService]:
     """A coordinator connection and run service of its own for each worker thread."""
     from launcher.adapters.store import open_coordinator
+    from launcher.core.run import RunService
 
     store = open_coordinator(app_.layout.state_url(app_.state_url_option))
-    return store, app_.make_run_service(store)
+    return store, RunService(app_.run_deps(store))
 
 
 def _printer(as_json: bool) -> Callable[[BatchEvent], None]:
@@ -185,8 +186,7 @@ def matrix(
     from launcher.errors import InvalidInputError
 
     app_ = app_of(ctx)
-    tasks = [t for t in app_.store.list_tasks() if t.queued] if status == "queued" else app_.tasks.list_tasks(status)
-    include = [{"task": t.id, "slug": t.slug} for t in tasks]
+    include = [{"task": t.id, "slug": t.slug} for t in app_.tasks.for_matrix(status)]
     if fmt == "github":
         typer.echo(json.dumps({"include": include}, separators=(",", ":")))
     elif fmt == "json":

@@ -51,14 +51,14 @@ def warm(
       launcher pool warm --repo ../api --size 4
       launcher pool warm --repo api --size 2 --network none --json
     """
-    from launcher.core.netpolicy import normalise_mode
     from launcher.core.pool import PoolService, WarmRequest
+    from launcher.core.run.plan import effective_network_mode
 
     app_ = app_of(ctx)
-    ref = app_.resolve_repo(repo)
+    ref = app_.repositories.resolve(repo)
     assert ref.path is not None
     config = app_.config
-    mode = normalise_mode(network or config.run.network or config.network.mode)
+    mode = effective_network_mode(network, config.run, config.network)
     request = WarmRequest(
         repo_path=ref.path,
         project=ref.name,
@@ -67,7 +67,7 @@ def warm(
         network="none" if mode == "none" else "proxied",
         base_ref=base_ref or config.run.base_ref,
     )
-    report = PoolService(app_.runs).warm(request, progress=lambda line: typer.echo(f"launcher: {line}", err=True))
+    report = PoolService(app_.runs.deps).warm(request, progress=lambda line: typer.echo(f"launcher: {line}", err=True))
     if as_json:
         emit_json(report.model_dump(mode="json"))
     else:
@@ -88,7 +88,7 @@ def ls(
     """List ready and warming slots."""
     from launcher.core.pool import PoolService
 
-    views = PoolService(app_of(ctx).runs).list()
+    views = PoolService(app_of(ctx).runs.deps).list()
     if as_json:
         emit_json([v.model_dump(mode="json") for v in views])
         return
@@ -112,8 +112,8 @@ def drain(
     from launcher.core.pool import PoolService
 
     app_ = app_of(ctx)
-    path = app_.resolve_repo(repo).path if repo else None
-    report = PoolService(app_.runs).drain(path)
+    path = app_.repositories.resolve(repo).path if repo else None
+    report = PoolService(app_.runs.deps).drain(path)
     if as_json:
         emit_json(report.model_dump(mode="json"))
     else:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from launcher.cli.app_context import Application, app_of, dump, emit_json, table
+from launcher.cli.app_context import Application, app_of, emit_json, table
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from launcher.core.adopt import AdoptionReport
     from launcher.models import TaskRecord
+    from launcher.models.views import TaskView
 
 task_app = typer.Typer(help="Create and inspect tasks; change their status as a compare-and-set.", no_args_is_help=True)
 
@@ -20,13 +23,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(task_app, name="task")
 
 
-def task_view(app_: Application, task: TaskRecord) -> dict[str, object]:
-    data: dict[str, object] = dump(task)
-    data["paths"] = {
-        "json": str(app_.task_files.json_path(task)),
-        "md": str(app_.task_files.md_path(task)),
-    }
-    return data
+def task_view(app_: Application, task: TaskRecord) -> TaskView:
+    from launcher.models.views import TaskPaths, TaskView
+
+    paths = TaskPaths(json=str(app_.task_files.json_path(task)), md=str(app_.task_files.md_path(task)))
+    return TaskView.model_validate({**task.model_dump(), "paths": paths})
+
+
+def task_json(view: BaseModel) -> Any:
+    return view.model_dump(mode="json", by_alias=True)
 
 
 def print_task(app_: Application, task: TaskRecord) -> None:
@@ -62,7 +67,9 @@ def create(
     slug: str = typer.Option(None, "--slug", help="ID suffix (default: made from the title)."),
     body_file: Path = typer.Option(None, "--body-file", help="Markdown file with the task's description."),
     image: str = typer.Option(None, "--image", help="Agent image for this task's runs."),
-    base_ref: str = typer.Option("HEAD", "--base", help="Ref the task's run branches start from."),
+    base_ref: str = typer.Option(
+        None, "--base", metavar="REF", help="Ref the task's run branches start from (default: [run].base_ref, HEAD)."
+    ),
     queue: bool = typer.Option(False, "--queue", help="Queue the task for `launcher batch`."),
     template: str = typer.Option(None, "--template", help="Start the task .md from tasks/templates/NAME.md."),
     cross_repo: bool = typer.Option(
@@ -82,18 +89,14 @@ def create(
     from launcher.errors import InvalidInputError
 
     app_ = app_of(ctx)
-    repo_ref = app_.resolve_repo(repo)
-    app_.check_base(repo_ref, base_ref)
-    # Numbers continue after any task file the harness gained outside launcher.
-    app_.reconcile(full=False)
     body = None
     if body_file is not None:
         try:
             body = body_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"cannot read --body-file {body_file}: {exc}") from exc
-    task = app_.tasks.create(
-        repo_ref,
+    task = app_.create_task(
+        repo,
         title,
         slug=slug,
         body=body,
@@ -105,7 +108,7 @@ def create(
         cross_repo=cross_repo,
     )
     if as_json:
-        emit_json(task_view(app_, task))
+        emit_json(task_json(task_view(app_, task)))
     else:
         print_task(app_, task)
 
@@ -121,7 +124,7 @@ def list_(
     report_adoption(app_.reconcile(full=True))
     tasks = app_.tasks.list_tasks(status)
     if as_json:
-        emit_json([task_view(app_, t) for t in tasks])
+        emit_json([task_json(task_view(app_, t)) for t in tasks])
         return
     if not tasks:
         typer.echo("no tasks")
@@ -142,10 +145,10 @@ def show(
     history = app_.tasks.history(task.id)
     runs = app_.store.list_runs(task_id=task.id)
     if as_json:
-        data = task_view(app_, task)
-        data["history"] = dump(history)
-        data["runs"] = dump(runs)
-        emit_json(data)
+        from launcher.models.views import TaskDetailView
+
+        detail = {**task_view(app_, task).model_dump(), "history": history, "runs": runs}
+        emit_json(task_json(TaskDetailView.model_validate(detail)))
         return
     print_task(app_, task)
     typer.echo("history:")
@@ -175,6 +178,6 @@ def set_status(
     report_adoption(app_.reconcile(full=True))
     task = app_.tasks.set_status(task_id, status, expected=expected, reason=reason)
     if as_json:
-        emit_json(task_view(app_, task))
+        emit_json(task_json(task_view(app_, task)))
     else:
         typer.echo(f"{task.id}: {task.status.value}")

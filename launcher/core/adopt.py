@@ -61,9 +61,13 @@ class Adopter:
         files: TaskFilesPort,
         repo_path_of: Callable[[str], str | None],
         read_md_title: Callable[[Path], str | None],
+        *,
+        base_ref: str = "HEAD",
     ) -> None:
         self.store = store
         self.files = files
+        # What adopted tasks' runs start from: the harness's files name none, [run].base_ref does.
+        self.base_ref = base_ref
         self.repo_path_of = repo_path_of
         self.read_md_title = read_md_title
 
@@ -136,6 +140,7 @@ class Adopter:
                     title=title,
                     repo=str(repo),
                     repo_path=self.repo_path_of(str(repo)),
+                    base_ref=self.base_ref,
                     doc=doc,
                     file_path=item.path,
                     file_sha256=item.sha256,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from launcher.core.ports import Coordinator
-from launcher.core.runs import RunRequest, RunService, is_infrastructure_error
+from launcher.core.run import RunRequest, RunService, is_infrastructure_error
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError
 from launcher.models import RunOwner, RunRecord, TaskRecord
@@ -46,8 +46,11 @@ class BatchOptions(BaseModel):
     sparse: list[str] = Field(default_factory=list, description="folders every run checks out (cone mode)")
 
 
+EventKind = Literal["claimed", "started", "finished", "retry", "skipped", "settled", "error", "lease-lost"]
+
+
 class BatchEvent(BaseModel):
-    kind: Literal["claimed", "started", "finished", "retry", "skipped", "settled", "error", "lease-lost"]
+    kind: EventKind
     task_id: str
     run_id: str | None = None
     state: str | None = None
@@ -157,9 +160,12 @@ class Batch:
                 self._emit("claimed", task.id, index, detail=f"claim #{task.claims}")
                 try:
                     self._process(store, service, task, index, lease_owner)
-                except LauncherError as exc:
-                    self._error(f"{task.id}: {exc}")
-                    self._emit("error", task.id, index, detail=str(exc))
+                except Exception as exc:  # the run was settled; one task's defect must not stop the worker
+                    what = (
+                        str(exc) if isinstance(exc, LauncherError) else f"internal error: {type(exc).__name__}: {exc}"
+                    )
+                    self._error(f"{task.id}: {what}")
+                    self._emit("error", task.id, index, detail=what)
                     store.release_claim(task.id, lease_owner, done=False)
                 finally:
                     with self._lock:
@@ -234,8 +240,8 @@ class Batch:
         self._emit("started", task.id, index, run_id=run.id, detail=run.branch)
         run = service.execute(plan, run, echo=None)
         self._emit("finished", task.id, index, run_id=run.id, state=run.state.value, detail=_exit_text(run))
-        if run.details.get("infrastructure_failure"):
-            raise InfrastructureFailure(run, "; ".join(run.details.get("errors") or ["infrastructure failure"]))
+        if run.details.infrastructure_failure:
+            raise InfrastructureFailure(run, "; ".join(run.details.errors or ["infrastructure failure"]))
         return run
 
     def _retry_event(self, task_id: str, index: int, outcome: object) -> None:
@@ -285,7 +291,7 @@ class Batch:
 
     def _emit(
         self,
-        kind: str,
+        kind: EventKind,
         task_id: str,
         worker: int,
         *,
@@ -293,10 +299,8 @@ class Batch:
         state: str | None = None,
         detail: str | None = None,
     ) -> None:
-        self.on_event(
-            BatchEvent(kind=kind, task_id=task_id, run_id=run_id, state=state, detail=detail, worker=worker)  # type: ignore[arg-type]
-        )
+        self.on_event(BatchEvent(kind=kind, task_id=task_id, run_id=run_id, state=state, detail=detail, worker=worker))
 
 
 def _exit_text(run: RunRecord) -> str:
-    return f"exit {run.exit_code}" if run.exit_code is not None else (run.details.get("errors") or [""])[0][:200]
+    return f"exit {run.exit_code}" if run.exit_code is not None else (run.details.errors or [""])[0][:200]

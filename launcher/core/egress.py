@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher.core import labels
 from launcher.core.netpolicy import EgressPolicy, EgressSummary, policy_document, summarise_decisions
 from launcher.core.ports import Coordinator, EgressFilesPort, EgressNetworkPort
 from launcher.core.subnets import RunSubnet, SubnetPool
@@ -85,12 +86,13 @@ class RunEgress:
 
     # -- warm pool slots: the network is made ahead of time, the policy when a run takes it --
 
-    def open_slot(self, slot_id: str, labels: dict[str, str]) -> RunNetwork:
+    def open_slot(self, slot_id: str) -> RunNetwork:
         """A warm slot's network; the proxy refuses everything on it until a run's policy is written."""
         name = self.network_name(slot_id)
 
         def slot_labels(subnet: RunSubnet) -> dict[str, str]:
-            return {**labels, "launcher.kind": "pool-network", **_subnet_labels(subnet)}
+            slot = labels.for_root(self.root, "pool-network", **{labels.POOL_SLOT: slot_id})
+            return {**slot, **_subnet_labels(subnet)}
 
         subnet = self._make_network(pool_holder(slot_id), name, slot_labels, lambda _subnet: None)
         self.files.prepare()  # the proxy mounts the policy folder
@@ -127,10 +129,10 @@ class RunEgress:
 
     def close(self, run: RunRecord, decision_log: Path, problems: list[str]) -> EgressSummary | None:
         """Tear down what ``open`` made (each step even when another failed); summarise the log."""
-        recorded = run.details.get("egress")
-        if not isinstance(recorded, dict):
+        recorded = run.details.egress
+        if recorded is None:
             return None
-        name = str(recorded.get("network") or self.network_name(run.id))
+        name = recorded.network or self.network_name(run.id)
         decisions: list[dict[str, Any]] = []
         steps: list[tuple[str, Callable[[], object]]] = [
             # Removing the network disconnects its members, the proxy among them.
@@ -147,17 +149,11 @@ class RunEgress:
         return summarise_decisions(decisions, str(decision_log) if decision_log.exists() else None)
 
     def _labels(self, run: RunRecord, subnet: RunSubnet) -> dict[str, str]:
-        return {
-            "launcher.root": str(self.root),
-            "launcher.kind": "run-network",
-            "launcher.run-id": run.id,
-            "launcher.task-id": run.task_id,
-            **_subnet_labels(subnet),
-        }
+        return {**labels.for_run(self.root, run.id, run.task_id, kind="run-network"), **_subnet_labels(subnet)}
 
 
 def _subnet_labels(subnet: RunSubnet) -> dict[str, str]:
-    return {"launcher.subnet": subnet.cidr, "launcher.proxy-ip": subnet.proxy_ip}
+    return {labels.SUBNET: subnet.cidr, labels.PROXY_IP: subnet.proxy_ip}
 
 
 def _egress_record(name: str, subnet: RunSubnet) -> dict[str, str]:

@@ -8,13 +8,17 @@ what belongs to this case root.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from launcher.core import labels
 from launcher.core.egress import POOL_HOLDER_PREFIX
 from launcher.core.ports import RepoPort
-from launcher.core.runs import RunService
+from launcher.core.run.deps import RunDeps
+from launcher.core.run.pool_take import discard_slot
+from launcher.core.run.settle import settle_record
 from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
 from launcher.errors import LauncherError, NotFoundError
 from launcher.models import RunOwner, RunRecord
@@ -38,9 +42,8 @@ class GcReport(BaseModel):
 
 
 class GarbageCollector:
-    def __init__(self, service: RunService, owner_alive: Callable[[RunOwner | None], bool | None]) -> None:
-        self.service = service
-        self.env = service.env
+    def __init__(self, deps: RunDeps, owner_alive: Callable[[RunOwner | None], bool | None]) -> None:
+        self.deps = deps
         self.owner_alive = owner_alive
         self._slots_in_service: set[str] = set()
 
@@ -51,7 +54,7 @@ class GarbageCollector:
         self._slots_in_service = self._pool_slots_in_service()
         self._remove_stray_containers(report)
         self._remove_stray_folders(report)
-        if self.env.egress is not None:
+        if self.deps.egress is not None:
             self._collect_egress(report)
         return report
 
@@ -60,57 +63,57 @@ class GarbageCollector:
     def _pool_slots_in_service(self) -> set[str]:
         """Slots whose container, network and worktree must stay: ready ones, ones a live warmer
         is making, and ones a live run took (the run's settle removes those)."""
-        pool = self.env.pool
+        pool = self.deps.pool
         if pool is None:
             return set()
         keep = {slot.id for slot in pool.ready()}
         keep |= {w.id for w in pool.warming() if w.alive}
-        for run in self.env.store.list_runs(states=LIVE_RUN_STATES):
-            slot_id = run.details.get("pool_slot")
-            if isinstance(slot_id, str) and self.owner_alive(run.owner) is not False:
+        for run in self.deps.store.list_runs(states=LIVE_RUN_STATES):
+            slot_id = run.details.pool_slot
+            if slot_id is not None and self.owner_alive(run.owner) is not False:
                 keep.add(slot_id)
         return keep
 
     def _collect_pool(self, report: GcReport) -> None:
         """Slots whose warmer died, ready slots whose container stopped, and half-drained slots."""
-        pool = self.env.pool
+        pool = self.deps.pool
         if pool is None:
             return
         doomed: list[tuple[str, str, bool]] = [(w.id, "its warmer died", True) for w in pool.warming() if not w.alive]
         for slot in pool.ready():
-            state = self.env.sandbox.inspect_state(slot.container_id) if slot.container_id else None
+            state = self.deps.sandbox.inspect_state(slot.container_id) if slot.container_id else None
             if not state or not state.get("Running"):
                 doomed.append((slot.id, "its container is not running", False))
         for slot_id, why, warming in doomed:
             self._act(
                 report,
                 GcAction(kind="discard-pool-slot", target=slot_id, reason=why),
-                lambda slot_id=slot_id, warming=warming: self._discard_slot(slot_id, warming),  # type: ignore[misc]
+                partial(self._discard_slot, slot_id, warming),
             )
         for folder in pool.discarded():
             self._act(
                 report,
                 GcAction(kind="discard-pool-slot", target=folder.name, reason="a drain or gc stopped halfway"),
-                lambda folder=folder: self._discard_folder(folder),  # type: ignore[misc]
+                partial(self._discard_folder, folder),
             )
 
     def _discard_slot(self, slot_id: str, warming: bool) -> None:
-        pool = self.env.pool
+        pool = self.deps.pool
         assert pool is not None
         folder = pool.claim_for_discard(slot_id, warming=warming)
         if folder is not None:  # else a run took it meanwhile
             self._discard_folder(folder)
 
     def _discard_folder(self, folder: Path) -> None:
-        pool = self.env.pool
+        pool = self.deps.pool
         assert pool is not None
         slot = pool.read(folder)
         problems: list[str] = []
         if slot is None:
-            self.env.workspace.remove_tree(pool.worktree_of(folder.name))
-            self.env.workspace.remove_tree(folder)
+            self.deps.workspace.remove_tree(pool.worktree_of(folder.name))
+            self.deps.workspace.remove_tree(folder)
         else:
-            self.service.discard_slot(slot, folder, problems)
+            discard_slot(self.deps, slot, folder, problems)
         if problems:
             raise LauncherError("; ".join(problems))
 
@@ -124,17 +127,8 @@ class GarbageCollector:
         except (LauncherError, OSError) as exc:
             action.error = str(exc)
 
-    def _repo(self, run: RunRecord) -> RepoPort | None:
-        path = run.details.get("repo")
-        if not isinstance(path, str):
-            return None
-        try:
-            return self.env.open_repo(path)
-        except LauncherError:
-            return None
-
     def _settle_orphaned_runs(self, report: GcReport) -> None:
-        for run in self.env.store.list_runs(states=LIVE_RUN_STATES):
+        for run in self.deps.store.list_runs(states=LIVE_RUN_STATES):
             if self.owner_alive(run.owner) is not False:
                 continue
             owner = f"pid {run.owner.pid} on {run.owner.host}" if run.owner else "no owner"
@@ -145,48 +139,48 @@ class GarbageCollector:
                     target=run.id,
                     reason=f"{run.state.value}, but its launcher ({owner}) is gone",
                 ),
-                lambda run=run: self._settle(run),  # type: ignore[misc]
+                partial(self._settle, run),
             )
 
     def _settle(self, run: RunRecord) -> None:
-        self.service.settle_record(run, "lost", "the launcher that owned this run died")
+        settle_record(self.deps, run, "lost", "the launcher that owned this run died")
 
     def _run_or_none(self, run_id: str | None) -> RunRecord | None:
         if not run_id:
             return None
         try:
-            return self.env.store.get_run(run_id)
+            return self.deps.store.get_run(run_id)
         except NotFoundError:
             return None
 
     def _remove_stray_containers(self, report: GcReport) -> None:
-        sandbox = self.env.sandbox
-        for container in sandbox.list({"launcher.root": str(self.env.root)}):
-            if container.labels.get("launcher.kind") == "egress-proxy":
+        sandbox = self.deps.sandbox
+        for container in sandbox.list({labels.ROOT: str(self.deps.root)}):
+            if container.labels.get(labels.KIND) == "egress-proxy":
                 continue  # shared by every run of this root: removed below once no run needs it
-            slot_id = container.labels.get("launcher.pool-slot")
+            slot_id = container.labels.get(labels.POOL_SLOT)
             if slot_id is not None:
                 if slot_id not in self._slots_in_service:
                     self._act(
                         report,
                         GcAction(kind="remove-container", target=container.name, reason="its pool slot is gone"),
-                        lambda cid=container.id: sandbox.remove(cid),  # type: ignore[misc]
+                        partial(sandbox.remove, container.id),
                     )
                 continue
-            run = self._run_or_none(container.labels.get("launcher.run-id"))
+            run = self._run_or_none(container.labels.get(labels.RUN_ID))
             if run is not None and run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
                 continue
             why = "its run is unknown" if run is None else f"its run is {run.state.value}"
             self._act(
                 report,
                 GcAction(kind="remove-container", target=container.name, reason=why),
-                lambda cid=container.id: sandbox.remove(cid),  # type: ignore[misc]
+                partial(sandbox.remove, container.id),
             )
 
     def _remove_stray_folders(self, report: GcReport) -> None:
         for folder_kind, parent in (
-            ("worktree", self.env.worktrees_dir),
-            ("sandbox", self.env.state_dir / "sandboxes"),
+            ("worktree", self.deps.worktrees_dir),
+            ("sandbox", self.deps.state_dir / "sandboxes"),
         ):
             if not parent.is_dir():
                 continue
@@ -197,13 +191,13 @@ class GarbageCollector:
                 run = self._run_or_none(entry.name)
                 if run is not None and run.state not in TERMINAL_RUN_STATES:
                     continue
-                if folder_kind == "worktree" and run is not None and run.details.get("keep_worktree"):
+                if folder_kind == "worktree" and run is not None and run.details.keep_worktree:
                     continue
                 why = "no run owns it" if run is None else f"its run is {run.state.value}"
                 self._act(
                     report,
                     GcAction(kind=f"remove-{folder_kind}", target=str(entry), reason=why),
-                    lambda entry=entry, run=run, kind=folder_kind: self._remove_folder(entry, run, kind),  # type: ignore[misc]
+                    partial(self._remove_folder, entry, run, folder_kind),
                 )
 
     def _remove_stray_pool_worktrees(self, report: GcReport, parent: Path) -> None:
@@ -213,7 +207,7 @@ class GarbageCollector:
             self._act(
                 report,
                 GcAction(kind="remove-worktree", target=str(entry), reason="its pool slot is gone"),
-                lambda entry=entry: self._remove_folder(entry, None, "worktree"),  # type: ignore[misc]
+                partial(self._remove_folder, entry, None, "worktree"),
             )
 
     def _settled(self, run_id: str | None) -> tuple[bool, str]:
@@ -226,19 +220,19 @@ class GarbageCollector:
         return True, f"its run is {run.state.value}"
 
     def _collect_egress(self, report: GcReport) -> None:
-        egress = self.env.egress
+        egress = self.deps.egress
         assert egress is not None
         for network in egress.networks.networks():
-            slot_id = network.labels.get("launcher.pool-slot")
+            slot_id = network.labels.get(labels.POOL_SLOT)
             if slot_id is not None:
                 may_go, why = slot_id not in self._slots_in_service, "its pool slot is gone"
             else:
-                may_go, why = self._settled(network.labels.get("launcher.run-id"))
+                may_go, why = self._settled(network.labels.get(labels.RUN_ID))
             if may_go:
                 self._act(
                     report,
                     GcAction(kind="remove-network", target=network.name, reason=why),
-                    lambda name=network.name: egress.networks.remove_network(name),  # type: ignore[misc]
+                    partial(egress.networks.remove_network, network.name),
                 )
         for run_id in egress.files.policy_runs():
             may_go, why = self._settled(run_id)
@@ -246,7 +240,7 @@ class GarbageCollector:
                 self._act(
                     report,
                     GcAction(kind="remove-egress-policy", target=run_id, reason=why),
-                    lambda run_id=run_id: egress.files.remove_policy(run_id),  # type: ignore[misc]
+                    partial(egress.files.remove_policy, run_id),
                 )
         for slot, run_id in sorted(egress.store.subnet_leases().items()):
             if run_id.startswith(POOL_HOLDER_PREFIX):
@@ -257,7 +251,7 @@ class GarbageCollector:
                 self._act(
                     report,
                     GcAction(kind="release-subnet", target=f"{slot} ({run_id})", reason=why),
-                    lambda run_id=run_id: egress.store.release_subnet(run_id),  # type: ignore[misc]
+                    partial(egress.store.release_subnet, run_id),
                 )
         if report.dry_run:
             return
@@ -271,19 +265,19 @@ class GarbageCollector:
             report.actions.append(action)
 
     def _remove_folder(self, path: Path, run: RunRecord | None, kind: str) -> None:
-        self.env.workspace.remove_tree(path)
+        self.deps.workspace.remove_tree(path)
         if kind == "worktree":
-            repo = self._repo(run) if run is not None else None
+            repo = self.deps.recorded_repo(run) if run is not None else None
             for candidate in [repo] if repo else self._known_repos():
                 candidate.prune_worktrees()
 
     def _known_repos(self) -> list[RepoPort]:
         repos, seen = [], set()
-        for task in self.env.store.list_tasks():
+        for task in self.deps.store.list_tasks():
             if task.repo_path and task.repo_path not in seen:
                 seen.add(task.repo_path)
                 try:
-                    repos.append(self.env.open_repo(task.repo_path))
+                    repos.append(self.deps.open_repo(task.repo_path))
                 except LauncherError:
                     continue
         return repos

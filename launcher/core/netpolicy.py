@@ -1,9 +1,10 @@
 """What a run may reach: the egress policy, its presets, API-key routes and the agent's view.
 
-Pure logic. The proxy (launcher/egress/server.py) enforces the policy; this module turns
-command-line options and launcher.toml into the policy document the proxy reads, and into the
-environment that points the agent at the proxy. Hosts are judged on their names: IP literals
-are refused here already, so a policy never names an address the proxy would refuse anyway.
+Pure logic. The proxy (launcher/egress) enforces the policy; this module turns command-line
+options and launcher.toml into the policy document the proxy reads, and into the environment
+that points the agent at the proxy. Hosts are judged by the proxy's own rule
+(launcher/egress/hostnames.py), so the launcher never writes a policy the proxy would ignore,
+and IP literals are refused here already.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.egress.hostnames import AddressNotName, BareWildcard, check_pattern, split_upstream
+from launcher.egress.policy import key_value_ok
 from launcher.errors import InvalidInputError
 
 NetworkMode = Literal["none", "allowlist", "open"]
@@ -40,8 +42,6 @@ BUILTIN_PRESETS: dict[str, tuple[str, ...]] = {
 
 # Which header carries which vendor's key; anything else is a bearer token.
 _KEY_HEADERS = {"ANTHROPIC_API_KEY": ("x-api-key", "{key}")}
-_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
-_HOST_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\Z")
 
 
 class AllowRule(BaseModel):
@@ -100,18 +100,19 @@ def normalise_mode(value: str) -> NetworkMode:
 
 
 def parse_host(text: str, *, what: str) -> str:
-    host = text.strip().lower().rstrip(".")
-    if not host or len(host) > 253 or not _HOST_RE.match(host):
-        raise InvalidInputError(f"{what} {text!r}: not a host name (HOST, or *.SUFFIX for every name under SUFFIX)")
-    last = host.rsplit(".", 1)[-1]
-    if last.isdigit() or host.replace(".", "").isdigit():
+    try:
+        return check_pattern(text.strip())
+    except AddressNotName:
         raise InvalidInputError(
             f"{what} {text!r}: IP addresses are refused; name the host",
             hint="the proxy checks names before any lookup, and addresses after it",
-        )
-    if host.startswith("*.") and "." not in host[2:]:
-        raise InvalidInputError(f"{what} {text!r}: a wildcard needs a domain with a dot, e.g. *.example.com")
-    return host
+        ) from None
+    except BareWildcard:
+        raise InvalidInputError(f"{what} {text!r}: a wildcard needs a domain with a dot, e.g. *.example.com") from None
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} {text!r}: not a host name (HOST, or *.SUFFIX for every name under SUFFIX)"
+        ) from None
 
 
 def parse_allow(text: str) -> AllowRule:
@@ -129,24 +130,25 @@ def parse_allow(text: str) -> AllowRule:
 
 def parse_api_key(text: str) -> ApiKeyRoute:
     name, sep, upstream = text.partition("=")
-    if not sep or not name.isidentifier() or not name.isupper():
+    # ASCII: the name becomes a variable's name and part of the route's URL path.
+    if not sep or not name.isascii() or not name.isidentifier() or not name.isupper():
         raise InvalidInputError(
             f"--api-key {text!r}: expected NAME=UPSTREAM, e.g. ANTHROPIC_API_KEY=https://api.anthropic.com"
         )
-    parts = urlsplit(upstream)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or parts.username:
+    try:
+        host_text, port, path = split_upstream(upstream.strip())
+    except ValueError:
         raise InvalidInputError(
             f"--api-key {name}: the upstream must be https://HOST[:PORT][/PATH], not {upstream!r}",
             hint="the proxy adds the key only over TLS",
-        )
-    host = parse_host(parts.hostname, what=f"--api-key {name} upstream")
+        ) from None
+    host = parse_host(host_text, what=f"--api-key {name} upstream")
     if host.startswith("*."):
         raise InvalidInputError(f"--api-key {name}: the upstream must be one host, not a wildcard")
     header, template = _KEY_HEADERS.get(name, ("authorization", "Bearer {key}"))
-    port = f":{parts.port}" if parts.port else ""
     return ApiKeyRoute(
         name=name,
-        upstream=f"https://{host}{port}{parts.path.rstrip('/')}",
+        upstream=f"https://{host}{'' if port == 443 else f':{port}'}{path}",
         header=header,
         value_template=template,
     )
@@ -189,6 +191,12 @@ def resolve_key_values(policy: EgressPolicy, environ: Mapping[str, str]) -> dict
                 f"--api-key {route.name}: no such variable in launcher's environment",
                 hint=f"export {route.name} where launcher runs; the agent only ever sees a placeholder",
             )
+        # The proxy would ignore the run's whole policy over a value it cannot send as a header.
+        if not key_value_ok(route.value_template.format(key=value)):
+            raise InvalidInputError(
+                f"--api-key {route.name}: the variable's value is not printable ASCII text",
+                hint="it is sent as a header's value; look for a stray line break or a non-ASCII character",
+            )
         values[route.name] = value
     return values
 
@@ -196,7 +204,7 @@ def resolve_key_values(policy: EgressPolicy, environ: Mapping[str, str]) -> dict
 def policy_document(
     policy: EgressPolicy, run_id: str, subnet: str, key_values: Mapping[str, str], log_name: str
 ) -> dict[str, Any]:
-    """The file the proxy reads (its format is documented in launcher/egress/server.py)."""
+    """The file the proxy reads (its format is documented in launcher/egress/policy.py)."""
     return {
         "version": 1,
         "run_id": run_id,

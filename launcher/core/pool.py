@@ -3,14 +3,13 @@
 `launcher pool warm --repo R --size N` makes N slots. Each is a worktree (on no branch yet), a
 private git dir with the checkout done, a started container blocked on a FIFO, and for
 proxied runs a network already joined by the egress proxy. A run whose repository, image,
-network kind and limits match takes a slot (see RunService._start_from_pool): the worktree is
+network kind and limits match takes a slot (see ``core.run.pool_take``): the worktree is
 moved to the run's path, the run's branch is created, the policy is written, and one line
 down the FIFO starts the agent. Slots are used once; `pool warm` tops the pool up again.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -19,9 +18,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.core import labels, uids
 from launcher.core.ports import PoolSlotsPort, RepoPort
-from launcher.core.runlayout import CONTAINER_HOME, CONTAINER_WORKTREE, PrivateGitSpec, RunPaths
-from launcher.core.runs import POOL_READY_LINE, RunService, git_config_env, root_tag
+from launcher.core.run.container import base_env, container_name, container_spec
+from launcher.core.run.deps import RunDeps
+from launcher.core.run.pool_take import POOL_READY_LINE, discard_slot
+from launcher.core.run.workspace import agent_email, give_to_uid
+from launcher.core.runlayout import PrivateGitSpec, RunPaths
 from launcher.core.transitions import LIVE_RUN_STATES
 from launcher.errors import InvalidInputError, LauncherError
 from launcher.models import MountSpec, PoolSlot, utcnow
@@ -77,28 +80,27 @@ class DrainReport(BaseModel):
 
 
 class PoolService:
-    def __init__(self, runs: RunService) -> None:
-        if runs.env.pool is None:
+    def __init__(self, deps: RunDeps) -> None:
+        if deps.pool is None:
             raise InvalidInputError("this launcher has no warm pool (no Docker engine?)")
-        self.runs = runs
-        self.env = runs.env
-        self.slots: PoolSlotsPort = runs.env.pool
+        self.deps = deps
+        self.slots: PoolSlotsPort = deps.pool
 
     # -- warming -------------------------------------------------------------------------
 
     def warm(self, request: WarmRequest, progress: Callable[[str], None] = lambda _line: None) -> WarmReport:
-        env, d = self.env, self.env.defaults
-        repo = env.open_repo(request.repo_path)
+        deps, d = self.deps, self.deps.defaults
+        repo = deps.open_repo(request.repo_path)
         if str(repo.toplevel) != request.repo_path:
             request = request.model_copy(update={"repo_path": str(repo.toplevel)})
         base_sha = repo.resolve_commit(request.base_ref)
-        image_id = env.sandbox.image_id(request.image)
+        image_id = deps.sandbox.image_id(request.image)
         if request.network == "proxied":
-            if env.egress is None:
+            if deps.egress is None:
                 raise InvalidInputError("this launcher has no egress proxy; warm with --network none")
-            env.egress.check()
+            deps.egress.check()
         # Where task files go (as `launcher init` makes it), so slots mount the run's task copy.
-        (env.tasks_dir / "active").mkdir(parents=True, exist_ok=True)
+        (deps.tasks_dir / "active").mkdir(parents=True, exist_ok=True)
         template = PoolSlot(
             id="-",
             repo=str(repo.toplevel),
@@ -113,7 +115,7 @@ class PoolService:
             cpus=d.cpus,
             pids_limit=d.pids_limit,
             runtime=d.runtime,
-            tasks_view=self.runs.tasks_view_mounted(),
+            tasks_view=deps.tasks_view_mounted(),
             created_at=utcnow(),
         )
         superseded = self._discard_superseded(template)
@@ -157,12 +159,12 @@ class PoolService:
                 continue
             folder = self.slots.claim_for_discard(slot.id)
             if folder is not None:
-                self.runs.discard_slot(slot, folder, [])
+                discard_slot(self.deps, slot, folder, [])
                 gone.append(slot.id)
         return gone
 
     def _warm_slot(self, slot: PoolSlot, folder: Path, repo: RepoPort) -> tuple[str, str | None]:
-        env, ws = self.env, self.env.workspace
+        deps, ws = self.deps, self.deps.workspace
         slot_id, uid, gid = slot.id, slot.uid, slot.gid
         paths = RunPaths(slot_id, self.slots.worktree_of(slot_id), folder, folder / "record")
         try:
@@ -177,20 +179,21 @@ class PoolService:
                     base_branch=None,
                     object_format=repo.config_get("extensions.objectformat"),
                     user_name="launcher agent",
-                    user_email=f"{slot_id}@launcher.invalid",
+                    user_email=agent_email(slot_id),
                 ),
             )
-            ws.write_tasks_scaffold(paths, env.tasks_dir)
+            ws.write_tasks_scaffold(paths, deps.tasks_dir)
             control = self.slots.make_control(folder, uid, gid)
-            self.runs.give_to_uid(paths, repo, uid, gid)
+            give_to_uid(deps, paths, repo, uid, gid)
             network = None
             if slot.network == "proxied":
-                assert env.egress is not None
-                network = env.egress.open_slot(slot_id, self._labels(slot_id))
+                assert deps.egress is not None
+                network = deps.egress.open_slot(slot_id)
                 slot = slot.model_copy(update={"subnet_slot": network.subnet.slot})
                 self.slots.record(folder, slot)
-                env.checkpoint("pool:after-network")
-            spec = self.runs.container_spec(
+                deps.checkpoint("pool:after-network")
+            spec = container_spec(
+                deps,
                 repo=repo,
                 project=slot.project,
                 image=slot.image,
@@ -199,46 +202,31 @@ class PoolService:
                 uid=uid,
                 gid=gid,
                 network=network,
-                name=f"launcher-pool-{slot_id}-{root_tag(env.root)}",
-                labels={**self._labels(slot_id), "launcher.kind": "pool"},
+                name=container_name(deps, f"pool-{slot_id}"),
+                labels=labels.for_root(deps.root, "pool", **{labels.POOL_SLOT: slot_id}),
                 command=[],
-                env={
-                    "HOME": CONTAINER_HOME,
-                    "LAUNCHER_PHASE": "pool",
-                    **git_config_env([("safe.directory", CONTAINER_WORKTREE)]),
-                },
+                env=base_env(LAUNCHER_PHASE="pool"),
                 extra_mounts=(MountSpec(target=CONTAINER_CONTROL, source=str(control), read_only=True),),
             )
-            container_id = env.sandbox.create(spec)
+            container_id = deps.sandbox.create(spec)
             slot = slot.model_copy(update={"container_id": container_id})
             self.slots.record(folder, slot)
-            env.sandbox.start(container_id)
-            env.checkpoint("pool:after-start")
-            env.sandbox.wait_for_output(container_id, POOL_READY_LINE, WARM_TIMEOUT_S)
+            deps.sandbox.start(container_id)
+            deps.checkpoint("pool:after-start")
+            deps.sandbox.wait_for_output(container_id, POOL_READY_LINE, WARM_TIMEOUT_S)
             self.slots.publish(slot_id)
             return slot_id, None
         except (LauncherError, OSError) as exc:
             problems: list[str] = []
-            self.runs.discard_slot(slot, folder, problems)
+            discard_slot(deps, slot, folder, problems)
             return slot_id, "; ".join([str(exc), *problems])
 
     def _free_uid(self) -> tuple[int, int]:
-        """A uid no ready slot, warming slot or live run holds: runs use uid_base + seq % uid_span,
-        slots the span above it, so a slot never shares a uid with a run made from scratch."""
-        if os.geteuid() != 0:
-            return os.getuid(), os.getgid()
-        d = self.env.defaults
+        """A uid no ready slot, warming slot or live run holds (see ``core.uids``)."""
         taken = {s.uid for s in self.slots.ready()}
         taken |= {w.slot.uid for w in self.slots.warming() if w.slot is not None}
-        taken |= {r.uid for r in self.env.store.list_runs(states=LIVE_RUN_STATES) if r.uid is not None}
-        for offset in range(d.uid_span):
-            uid = d.uid_base + d.uid_span + offset
-            if uid not in taken:
-                return uid, uid
-        raise InvalidInputError("no free uid for a pool slot", hint="raise [run].uid_span")
-
-    def _labels(self, slot_id: str) -> dict[str, str]:
-        return {"launcher.root": str(self.env.root), "launcher.pool-slot": slot_id}
+        taken |= {r.uid for r in self.deps.store.list_runs(states=LIVE_RUN_STATES) if r.uid is not None}
+        return uids.free_slot_ids(self.deps.defaults, taken)
 
     # -- looking and draining --------------------------------------------------------------
 
@@ -270,7 +258,7 @@ class PoolService:
             if folder is None:
                 continue  # a run took it meanwhile
             problems: list[str] = []
-            self.runs.discard_slot(slot, folder, problems)
+            discard_slot(self.deps, slot, folder, problems)
             report.removed.append(slot.id)
             report.errors += [f"{slot.id}: {p}" for p in problems]
         return report

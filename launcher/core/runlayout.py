@@ -52,6 +52,11 @@ class RunPaths:
         return self.record / "run.log"
 
     @property
+    def egress_log(self) -> Path:
+        """The run's network decisions, moved here from the proxy's folder when it settles."""
+        return self.record / "egress.jsonl"
+
+    @property
     def harvested_bundle(self) -> Path:
         return self.record / "run.bundle"
 

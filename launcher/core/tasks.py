@@ -104,6 +104,12 @@ class TaskService:
     def list_tasks(self, status: str | None = None) -> list[TaskRecord]:
         return self.store.list_tasks(parse_status(status) if status else None)
 
+    def for_matrix(self, status: str) -> list[TaskRecord]:
+        """The tasks one CI matrix job each runs: the queued ones, or those in a task status."""
+        if status == "queued":
+            return [t for t in self.store.list_tasks() if t.queued]
+        return self.list_tasks(status)
+
     def history(self, ref: str) -> list[TransitionRecord]:
         return self.store.history(self.get(ref).id)
 

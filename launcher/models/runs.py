@@ -9,6 +9,7 @@ from pydantic import Field
 
 from launcher.core.transitions import RunState
 from launcher.models.common import Frozen
+from launcher.models.details import RunDetails
 
 
 class RunOwner(Frozen):
@@ -37,9 +38,7 @@ class RunRecord(Frozen):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     cancel_requested: bool = False
-    details: dict[str, Any] = Field(
-        default_factory=dict, description="base commit, harvest summary, agent result, errors"
-    )
+    details: RunDetails = Field(default_factory=RunDetails, description="plan, harvest, network, results, errors")
 
 
 class NewRun(Frozen):

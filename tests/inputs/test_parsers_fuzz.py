@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from launcher.core.adopt import parse_id
-from launcher.core.harvest import (
+from launcher.core.run.judge import (
     EVIDENCE,
     judge_task_changes,
     parse_agent_result,

@@ -13,8 +13,7 @@ from pathlib import Path
 from race_harness import race
 
 from launcher.adapters.poolslots import PoolSlots
-from launcher.core.ports import PoolSlot
-from launcher.models import utcnow
+from launcher.models import PoolSlot, utcnow
 
 WORKERS = 16
 SLOTS = 64

@@ -29,7 +29,7 @@ git commit -q -m "run $CASE_RUN_ID"
 # Waits (imports done) until the test writes a byte to its stdin, then is `python -m launcher ARGS`.
 GATED_LAUNCHER = r"""
 import pathlib, runpy, sys
-import launcher.cli, launcher.core.runs, launcher.adapters.docker.sandbox  # warm up before the start
+import launcher.cli, launcher.core.run, launcher.adapters.docker.sandbox  # warm up before the start
 pathlib.Path(sys.argv[1]).touch()
 sys.stdin.buffer.read(1)
 sys.argv = ["launcher", *sys.argv[2:]]

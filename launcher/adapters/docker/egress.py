@@ -25,12 +25,20 @@ from launcher.adapters.docker.client import docker_client, image_id, wait_for_ou
 from launcher.adapters.faults import fault_point
 from launcher.adapters.locks import file_lock
 from launcher.adapters.safe_io import atomic_write
+from launcher.core import labels as launcher_labels
 from launcher.core.netpolicy import PROXY_PORT
 from launcher.core.subnets import RunSubnet
 from launcher.errors import DockerError, SubnetInUseError
 from launcher.models import NetworkInfo
 
-CONTAINER_PROXY_SCRIPT = "/launcher/egress_proxy.py"
+# The program folder is mounted as the package "egress" in a folder that holds nothing else.
+# `python3 -I` ignores PYTHON* variables and user site-packages and (through -P) keeps the cwd
+# off sys.path; PROXY_BOOT then puts that folder, its first argument, first on sys.path.
+CONTAINER_PROGRAM_PARENT = "/launcher"
+CONTAINER_PROGRAM = f"{CONTAINER_PROGRAM_PARENT}/egress"
+PROXY_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from egress.__main__ import main; raise SystemExit(main())"
+)
 CONTAINER_POLICIES = "/egress/policies"
 CONTAINER_LOGS = "/egress/logs"
 CONTAINER_CA = "/egress/extra-ca.pem"
@@ -50,8 +58,8 @@ class ProxySettings(BaseModel):
     egress_network: str
     uid: int
     gid: int
-    script: str
-    script_sha256: str
+    program_dir: str  # the folder install_egress_proxy filled with the proxy's program
+    program_sha256: str  # egress_proxy_sha256 of that folder: a changed file replaces the proxy
     policies_dir: str
     logs_dir: str
     ca_file: str | None = None
@@ -107,7 +115,7 @@ class DockerEgress:
                     "com.docker.network.bridge.enable_ip_masquerade": "false",
                     "com.docker.network.bridge.enable_icc": "true",
                 },
-                labels=labels,
+                labels=launcher_labels.checked(labels),
             )
         except APIError as exc:
             text = str(exc.explanation or exc)
@@ -133,21 +141,21 @@ class DockerEgress:
 
     def networks(self) -> list[NetworkInfo]:
         """This root's run networks and warm pool slots' networks: every network the proxy serves."""
-        found = self.client.networks.list(filters={"label": [f"launcher.root={self.settings.root}"]})
+        found = self.client.networks.list(filters={"label": [f"{launcher_labels.ROOT}={self.settings.root}"]})
         infos = [NetworkInfo(id=n.id, name=n.name, labels=dict(n.attrs.get("Labels") or {})) for n in found]
-        return [i for i in infos if i.labels.get("launcher.kind") in ("run-network", "pool-network")]
+        return [i for i in infos if i.labels.get(launcher_labels.KIND) in launcher_labels.RUN_NETWORK_KINDS]
 
     # -- the proxy --------------------------------------------------------------------------
 
     def attach_proxy(self, network: str, ip: str) -> None:
         """Make sure this root's proxy runs, and connect it to ``network`` at ``ip``."""
-        with file_lock(self.lock_path):
+        with file_lock(self.lock_path, guards="engine"):
             proxy = self._ensure_proxy()
             self._connect(proxy, network, ip)
 
     def remove_proxy_if_idle(self) -> bool:
         """Remove the proxy when no run network of this root remains; True when it was removed."""
-        with file_lock(self.lock_path):
+        with file_lock(self.lock_path, guards="engine"):
             if self.networks():
                 return False
             return self._remove_proxy()
@@ -181,7 +189,7 @@ class DockerEgress:
         except NotFound:
             proxy = None
         if proxy is not None and (
-            proxy.labels.get("launcher.proxy-config") != self.settings.fingerprint or proxy.status != "running"
+            proxy.labels.get(launcher_labels.PROXY_CONFIG) != self.settings.fingerprint or proxy.status != "running"
         ):
             # Stale program or settings, or it died: replace it; live runs are reconnected below.
             self._remove_proxy()
@@ -190,7 +198,7 @@ class DockerEgress:
             return proxy
         proxy = self._create_proxy()
         for network in self.networks():
-            ip = network.labels.get("launcher.proxy-ip")
+            ip = network.labels.get(launcher_labels.PROXY_IP)
             if ip:
                 self._connect(proxy, network.name, ip)
         return proxy
@@ -201,14 +209,14 @@ class DockerEgress:
 
         s = self.settings
         fault_point("egress.proxy")
-        command = ["python3", "-I", CONTAINER_PROXY_SCRIPT, "--listen", f"0.0.0.0:{PROXY_PORT}"]
+        command = ["python3", "-I", "-c", PROXY_BOOT, CONTAINER_PROGRAM_PARENT, "--listen", f"0.0.0.0:{PROXY_PORT}"]
         command += ["--policies", CONTAINER_POLICIES, "--logs", CONTAINER_LOGS]
         for cidr in s.public_cidrs:
             command += ["--public-cidr", cidr]
         for addr in s.deny_addrs:
             command += ["--deny-addr", addr]
         mounts = [
-            Mount(CONTAINER_PROXY_SCRIPT, s.script, type="bind", read_only=True),
+            Mount(CONTAINER_PROGRAM, s.program_dir, type="bind", read_only=True),
             Mount(CONTAINER_POLICIES, s.policies_dir, type="bind", read_only=True),
             Mount(CONTAINER_LOGS, s.logs_dir, type="bind"),
         ]
@@ -221,11 +229,11 @@ class DockerEgress:
                 command=command,
                 name=s.name,
                 user=f"{s.uid}:{s.gid}",
-                labels={
-                    "launcher.root": s.root,
-                    "launcher.kind": "egress-proxy",
-                    "launcher.proxy-config": s.fingerprint,
-                },
+                labels=launcher_labels.checked(
+                    launcher_labels.for_root(
+                        Path(s.root), "egress-proxy", **{launcher_labels.PROXY_CONFIG: s.fingerprint}
+                    )
+                ),
                 mounts=mounts,
                 network=s.egress_network,
                 cap_drop=["ALL"],
@@ -284,9 +292,12 @@ class EgressFiles:
     def log_name(self, run_id: str) -> str:
         return f"{run_id}.jsonl"
 
+    def live_log(self, run_id: str) -> Path:
+        return self.logs_dir / self.log_name(run_id)
+
     def take_log(self, run_id: str, dest: Path) -> list[dict[str, Any]]:
         """Move the run's decision log next to its other logs and parse it."""
-        source = self.logs_dir / self.log_name(run_id)
+        source = self.live_log(run_id)
         try:
             with open(source, "rb") as handle:
                 data = handle.read(LOG_MAX_BYTES)

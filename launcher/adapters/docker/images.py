@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from launcher.adapters.docker.client import docker_client
+from launcher.core import labels
 from launcher.errors import DockerError, InvalidInputError, NotFoundError
 
 IMAGE_REPO_PREFIX = "launcher/"
@@ -87,7 +88,7 @@ def _stream_build(client: Any, folder: Path, tag: str, digest: str, progress: Ca
             rm=True,
             forcerm=True,
             decode=True,
-            labels={"launcher.image": folder.name, "launcher.content-hash": digest},
+            labels={labels.IMAGE: folder.name, labels.CONTENT_HASH: digest},
         )
         for event in stream:
             if "error" in event:

@@ -10,10 +10,9 @@ from typing import Any
 
 from launcher.adapters.docker.client import docker_client, image_id, wait_for_output
 from launcher.adapters.faults import fault_point
+from launcher.core import labels
 from launcher.errors import DockerError
 from launcher.models import ContainerInfo, SandboxSpec
-
-LABEL_PREFIX = "launcher."
 
 
 class DockerSandbox:
@@ -57,7 +56,7 @@ class DockerSandbox:
                 environment=spec.env,
                 user=spec.user,
                 working_dir=spec.workdir,
-                labels=spec.labels,
+                labels=labels.checked(spec.labels),
                 mounts=mounts,
                 network_mode=spec.network,
                 cap_drop=["ALL"],

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from launcher.models import RunOwner, RunRecord, TaskRecord
+from pydantic import BaseModel
+
+from launcher.models import RunEventRecord, RunOwner, RunRecord, TaskRecord, TransitionRecord
 
 
 def task_from_row(row: Any) -> TaskRecord:
@@ -58,3 +60,16 @@ def run_from_row(row: Any) -> RunRecord:
         ended_at=row["ended_at"],
         details=json.loads(row["details"]),
     )
+
+
+def transition_from_row(row: Any) -> TransitionRecord:
+    return TransitionRecord.model_validate(_columns(row, TransitionRecord))
+
+
+def event_from_row(row: Any) -> RunEventRecord:
+    return RunEventRecord.model_validate(_columns(row, RunEventRecord))
+
+
+def _columns(row: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """The row's columns named like the model's fields (a record whose columns need no decoding)."""
+    return {name: row[name] for name in model.model_fields}

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from launcher.core.transitions import TaskStatus, is_legal
+from launcher.models.details import AgentResult, AgentResultReport, TaskChangeReport
 
 MARKER_NAMES = ("tested", "reviewed", "manual-tested")
 # Fields an agent may change in its copy of the task file, besides status and the evidence flags.
@@ -31,15 +32,6 @@ def parse_marker(data: bytes) -> dict[str, str]:
         if sep and key.strip() and len(fields) < 100:
             fields.setdefault(key.strip()[:64], value.strip()[:1000])
     return fields
-
-
-class TaskChangeReport(BaseModel):
-    """What the host did with the task changes a run asked for."""
-
-    requested_status: str | None = None
-    applied_status: str | None = None
-    applied_fields: list[str] = Field(default_factory=list)
-    refused: list[str] = Field(default_factory=list)
 
 
 def judge_task_changes(
@@ -109,39 +101,6 @@ def _field_problem(key: str, value: Any) -> str | None:
     if len(json.dumps(value)) > 100_000:
         return "too large"
     return None
-
-
-class AgentArtifacts(BaseModel):
-    """case's artifact names are camelCase; kept as they are so the JSON round-trips."""
-
-    model_config = ConfigDict(extra="allow")
-
-    commit: str | None = None
-    filesChanged: list[str] | None = None
-    testsPassed: bool | None = None
-    screenshotUrls: list[str] | None = None
-    evidenceMarkers: list[str] | None = None
-    prUrl: str | None = None
-    prNumber: int | None = None
-
-
-class AgentResult(BaseModel):
-    """case's AGENT_RESULT block."""
-
-    model_config = ConfigDict(extra="allow")
-
-    status: Literal["completed", "failed", "blocked"]
-    summary: str = ""
-    artifacts: AgentArtifacts = Field(default_factory=AgentArtifacts)
-    findings: Any = None
-    rubric: Any = None
-    error: str | None = None
-
-
-class AgentResultReport(BaseModel):
-    state: Literal["valid", "missing", "invalid"]
-    result: AgentResult | None = None
-    error: str | None = None
 
 
 _RESULT_BLOCK = re.compile(r"<<<AGENT_RESULT\s*(.*?)\s*AGENT_RESULT>>>", re.DOTALL)

@@ -1,4 +1,4 @@
-"""Fixtures for the core suite: one coordinator contract, every backend.
+"""Fixtures for the store suite: one coordinator contract, every backend.
 
 ``coordinator_url`` (and ``store``, an open coordinator on it) is parametrised over the
 backends: ``sqlite`` (a file in the test's tmp dir) and ``postgres`` (a fresh database on the

@@ -167,6 +167,27 @@ def test_get_and_resolve_return_the_stored_record(store: Coordinator) -> None:
     assert caught.value.hint == "`launcher task list` shows the known tasks"
 
 
+@pytest.mark.parametrize("digits", [12, 13, 18])
+def test_a_long_number_resolves_by_its_short_form(store: Coordinator, digits: int) -> None:
+    """Both backends take up to 18 digits (a 64-bit integer); SQLite once stopped at 11."""
+    store.reserve_numbers("demo", 10**digits - 2)
+    task = store.create_task(new_task())
+    assert task.number == 10**digits - 1
+    assert store.resolve_task(f"demo-{task.number}") == task
+    with pytest.raises(NotFoundError):
+        store.resolve_task(f"demo-{task.number}0")
+    assert store.create_run(new_run(task.id)).id == f"demo-{task.number}.1"
+
+
+@pytest.mark.parametrize(
+    "ref", ["demo-\u00b2", "demo-" + "9" * 19, "demo-" + "9" * 30, "demo-\u0661", "demo-+1", "demo- 1"]
+)
+def test_odd_short_forms_are_not_found(store: Coordinator, ref: str) -> None:
+    store.create_task(new_task())
+    with pytest.raises(NotFoundError):
+        store.resolve_task(ref)
+
+
 def test_list_tasks_orders_by_prefix_then_number_and_filters_by_status(store: Coordinator) -> None:
     for n in range(11):
         store.create_task(new_task("b", f"b{n}"))
@@ -303,6 +324,12 @@ def test_adopt_task_reserves_its_number(store: Coordinator) -> None:
     with pytest.raises(InvalidInputError):
         store.adopt_task(adopted("demo-1-again", 1, slug="again"))
     assert store.create_task(new_task(slug="last")).number == 10
+
+
+def test_adopt_task_keeps_its_base_ref(store: Coordinator) -> None:
+    task = store.adopt_task(adopted("demo-4-based", 4).model_copy(update={"base_ref": "release/2.x"}))
+    assert task.base_ref == "release/2.x"
+    assert store.get_task(task.id).base_ref == "release/2.x"
 
 
 def test_reserve_numbers_only_ever_raises_the_counter(store: Coordinator) -> None:
@@ -461,7 +488,7 @@ def test_create_run_allocates_attempts_per_task_and_one_global_seq(store: Coordi
     assert runs[4].id == "other-1.2"
     assert first.state is RunState.CREATED
     assert first.owner == RunOwner(host="box", pid=4242, start_ticks=99)
-    assert (first.image, first.details, first.cancel_requested) == (
+    assert (first.image, first.details.model_dump(mode="json"), first.cancel_requested) == (
         "launcher/agent-base:latest",
         {"base": "abc"},
         False,
@@ -510,9 +537,9 @@ def test_update_run_compare_and_set_and_details_merge(store: Coordinator) -> Non
         details={"image_id": "sha256:1"},
     )
     assert (running.container_id, running.uid, running.started_at) == ("c0ffee", 20001, started)
-    assert running.details == {"base": "abc", "image_id": "sha256:1"}
+    assert running.details.model_dump(mode="json") == {"base": "abc", "image_id": "sha256:1"}
     merged = store.update_run(run.id, details={"image_id": "sha256:2", "harvest": {"commits": 2}})
-    assert merged.details == {"base": "abc", "image_id": "sha256:2", "harvest": {"commits": 2}}
+    assert merged.details.model_dump(mode="json") == {"base": "abc", "image_id": "sha256:2", "harvest": {"commits": 2}}
     assert merged.state is RunState.RUNNING
     cancelling = store.update_run(run.id, expected=[RunState.RUNNING], cancel_requested=True, owner=None)
     assert cancelling.cancel_requested is True
@@ -551,7 +578,7 @@ def test_reopening_keeps_data_and_schema_version(coordinator_url: str) -> None:
         task = store.get_task(task.id)
         history = store.history(task.id)
     version = schema_version(coordinator_url)
-    assert version == backend_schema_version(coordinator_url) == 4
+    assert version == backend_schema_version(coordinator_url) == 5
     with open_coordinator(coordinator_url) as store:
         assert store.get_task(task.id) == task
         assert store.history(task.id) == history

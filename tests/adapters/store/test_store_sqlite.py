@@ -18,7 +18,7 @@ from launcher.core.transitions import RunState, TaskStatus
 from launcher.errors import ExitCode, NotFoundError, StateStoreError, TransitionConflictError
 from launcher.models import NewRun, NewTask, RunOwner
 
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[2]
 
 
 def new_task(prefix: str = "demo", slug: str = "fix-it", **extra: Any) -> NewTask:
@@ -233,13 +233,14 @@ def test_numbers_are_per_prefix_and_never_reused(store: SqliteCoordinator) -> No
 def test_a_failed_transaction_leaves_nothing_behind(store: SqliteCoordinator) -> None:
     """create_task is one transaction: if its last statement fails, the number is not used up."""
     store.create_task(new_task(slug="one"))
-    store._db.execute(
+    raw(
+        store.path,
         "CREATE TRIGGER boom BEFORE INSERT ON transitions WHEN NEW.task_id = 'demo-2-two' "
-        "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END",
     )
     with pytest.raises((sqlite3.DatabaseError, StateStoreError)):
         store.create_task(new_task(slug="two"))
-    store._db.execute("DROP TRIGGER boom")
+    raw(store.path, "DROP TRIGGER boom")
     assert [t.id for t in store.list_tasks()] == ["demo-1-one"]
     assert store.create_task(new_task(slug="three")).id == "demo-2-three"
 
@@ -262,7 +263,7 @@ def test_runs_get_attempts_per_task_and_a_global_sequence(store: SqliteCoordinat
     assert r1.branch == f"launcher/{a.id}/1"
     assert r3.branch == f"launcher/{a.id}/2"
     assert r1.worktree == "/wt/demo-1.1"
-    assert r1.details == {"base": "abc"}
+    assert r1.details.model_dump(mode="json") == {"base": "abc"}
     assert [r.id for r in store.list_runs(task_id=a.id)] == ["demo-1.1", "demo-1.2"]
     assert [(e.from_state, e.to_state) for e in store.run_events(r1.id)] == [(None, RunState.CREATED)]
 
@@ -323,7 +324,11 @@ def test_run_details_merge_rather_than_replace(store: SqliteCoordinator) -> None
     run = store.create_run(new_run(task.id, details={"base": "abc", "note": "first"}))
     store.update_run(run.id, details={"harvest": {"commits": 2}})
     store.update_run(run.id, details={"note": "second"})
-    assert store.get_run(run.id).details == {"base": "abc", "note": "second", "harvest": {"commits": 2}}
+    assert store.get_run(run.id).details.model_dump(mode="json") == {
+        "base": "abc",
+        "note": "second",
+        "harvest": {"commits": 2},
+    }
 
 
 # -- task documents ----------------------------------------------------------------------------

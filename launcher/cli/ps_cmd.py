@@ -1,0 +1,61 @@
+"""`launcher ps` and `launcher logs`: what runs there are, and what they printed."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from launcher.cli.app_context import app_of, emit_json, table
+from launcher.cli.run_cmd import run_view
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ps")(ps)
+    app.command("logs")(logs)
+
+
+def ps(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", "-a", help="Include finished runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print runs as JSON."),
+) -> None:
+    """List live runs (all runs with --all)."""
+    from launcher.core.transitions import LIVE_RUN_STATES
+
+    runs = app_of(ctx).store.list_runs(states=None if all_ else LIVE_RUN_STATES)
+    if as_json:
+        emit_json([run_view(r) for r in runs])
+        return
+    if not runs:
+        typer.echo("no runs" if all_ else "no live runs (see --all)")
+        return
+    rows = [
+        [
+            r.id,
+            r.task_id[:40],
+            r.state.value,
+            "" if r.exit_code is None else str(r.exit_code),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.branch,
+        ]
+        for r in runs
+    ]
+    typer.echo(table(rows, ["RUN", "TASK", "STATE", "EXIT", "CREATED", "BRANCH"]))
+
+
+def logs(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="Run ID (see `launcher ps`)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    egress: bool = typer.Option(
+        False,
+        "--egress",
+        help="Print the run's network decisions instead: one JSON line per host it tried to reach "
+        "(decision allow|deny, reason, status).",
+    ),
+) -> None:
+    """Print a run's log (agent output, secrets redacted), or with --egress what it tried to reach."""
+    for chunk in app_of(ctx).runs.read_log(run_id, egress=egress, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()

@@ -1,0 +1,197 @@
+"""The container a run (or a warm slot, or a harvest) executes in: mounts, environment, limits."""
+
+from __future__ import annotations
+
+from launcher.core import labels, uids
+from launcher.core.egress import RunNetwork
+from launcher.core.netpolicy import agent_environment
+from launcher.core.ports import RepoPort
+from launcher.core.run.deps import RunDeps
+from launcher.core.run.request import RunPlan
+from launcher.core.runlayout import (
+    CONTAINER_CASE_ROOT,
+    CONTAINER_ENTRY,
+    CONTAINER_GIT_DIR,
+    CONTAINER_HOME,
+    CONTAINER_OBJECTS,
+    CONTAINER_OUT,
+    CONTAINER_WORKTREE,
+    RunPaths,
+)
+from launcher.models import MountSpec, RunRecord, SandboxSpec
+
+
+def git_config_env(entries: list[tuple[str, str]]) -> dict[str, str]:
+    env = {"GIT_CONFIG_COUNT": str(len(entries))}
+    for index, (key, value) in enumerate(entries):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """What every container of a run's layout gets, whatever it is for."""
+    # The worktree belongs to the run's uid, so git's ownership check passes anyway;
+    # safe.directory only covers images whose git resolves the path differently.
+    return {"HOME": CONTAINER_HOME, **extra, **git_config_env([("safe.directory", CONTAINER_WORKTREE)])}
+
+
+def container_name(deps: RunDeps, holder: str) -> str:
+    return f"launcher-{holder}-{labels.root_tag(deps.root)}"
+
+
+def agent_env(plan: RunPlan, run: RunRecord, network: RunNetwork | None) -> dict[str, str]:
+    """The run's facts, secrets and proxy settings, as the agent sees them."""
+    task = plan.task
+    git_config = [("safe.directory", CONTAINER_WORKTREE)]
+    env = {
+        "CASE_ROOT": CONTAINER_CASE_ROOT,
+        "CASE_TASK_ID": task.id,
+        "CASE_TASK_SLUG": task.slug,
+        "CASE_RUN_ID": run.id,
+        "CASE_BRANCH": run.branch,
+        "CASE_WORKTREE": CONTAINER_WORKTREE,
+        "CASE_BASE_SHA": plan.base_sha,
+        "LAUNCHER_BASE_SHA": plan.base_sha,
+        "HOME": CONTAINER_HOME,
+        **plan.secrets,
+    }
+    if network is not None:
+        proxy_env, forge_rewrites = agent_environment(plan.egress, network.subnet.proxy_ip)
+        env.update(proxy_env)
+        git_config += forge_rewrites
+    env.update(git_config_env(git_config))
+    return env
+
+
+def run_spec(
+    deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int, network: RunNetwork | None
+) -> SandboxSpec:
+    return container_spec(
+        deps,
+        repo=plan.repo,
+        project=plan.task.repo,
+        image=plan.image,
+        runtime=plan.runtime,
+        paths=paths,
+        uid=uid,
+        gid=gid,
+        network=network,
+        name=container_name(deps, run.id),
+        labels=labels.for_run(deps.root, run.id, run.task_id),
+        command=plan.command,
+        env=agent_env(plan, run, network),
+    )
+
+
+def harvest_spec(deps: RunDeps, repo: RepoPort, run: RunRecord, paths: RunPaths, image: str, uid: int) -> SandboxSpec:
+    """The run's own layout, without the harness and without a network: it only bundles the commits."""
+    return container_spec(
+        deps,
+        repo=repo,
+        project=None,
+        image=image,
+        runtime=None,
+        paths=paths,
+        uid=uid,
+        gid=uids.ids_of(uid)[1],
+        network=None,
+        name=container_name(deps, f"{run.id}-harvest"),
+        labels=labels.for_run(deps.root, run.id, run.task_id, kind="harvest"),
+        command=[],
+        env=base_env(LAUNCHER_PHASE="harvest", LAUNCHER_BASE_SHA=run.details.base_sha or ""),
+    )
+
+
+def container_spec(
+    deps: RunDeps,
+    *,
+    repo: RepoPort,
+    project: str | None,
+    image: str,
+    runtime: str | None,
+    paths: RunPaths,
+    uid: int,
+    gid: int,
+    network: RunNetwork | None,
+    name: str,
+    labels: dict[str, str],
+    command: list[str],
+    env: dict[str, str],
+    extra_mounts: tuple[MountSpec, ...] = (),
+) -> SandboxSpec:
+    """A container on a run's layout: a run's, a warm slot's (its own layout), or a harvest's.
+
+    ``project`` is the task's repository name whose harness view the container gets; None: no
+    harness at all (a harvest needs none).
+    """
+    mounts = [
+        MountSpec(target=CONTAINER_WORKTREE, source=str(paths.worktree)),
+        MountSpec(target=f"{CONTAINER_WORKTREE}/.git", source=str(paths.dotgit), read_only=True),
+        MountSpec(target=CONTAINER_GIT_DIR, source=str(paths.git_dir)),
+        MountSpec(target=CONTAINER_OBJECTS, source=str(repo.objects_dir), read_only=True),
+        MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
+        MountSpec(target=CONTAINER_ENTRY, source=str(deps.entry_script), read_only=True),
+        *(harness_mounts(deps, repo, project, paths) if project is not None else []),
+        *extra_mounts,
+    ]
+    if network is not None:
+        # Names never resolve inside a run (the proxy resolves them): a resolver where nothing
+        # listens makes lookups fail at once instead of after the usual seconds of retries.
+        resolv = paths.sandbox / "resolv.conf"
+        deps.workspace.write_file(resolv, b"nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        mounts.append(MountSpec(target="/etc/resolv.conf", source=str(resolv), read_only=True))
+    d = deps.defaults
+    return SandboxSpec(
+        image=image,
+        name=name,
+        command=command,
+        entrypoint=["/bin/sh", CONTAINER_ENTRY],
+        env=env,
+        user=f"{uid}:{gid}",
+        workdir=CONTAINER_WORKTREE,
+        labels=labels,
+        mounts=mounts,
+        writable_tmp=["/tmp", CONTAINER_HOME],
+        network=network.name if network is not None else "none",
+        memory=d.memory,
+        cpus=d.cpus,
+        pids_limit=d.pids_limit,
+        runtime=runtime,
+    )
+
+
+def harness_mounts(deps: RunDeps, repo: RepoPort, project: str, paths: RunPaths) -> list[MountSpec]:
+    """The case root read-only at /case, minus everything that is not this run's to see."""
+    root = deps.root
+    mounts = [MountSpec(target=CONTAINER_CASE_ROOT, source=str(root), read_only=True)]
+    hidden = {deps.state_dir, deps.worktrees_dir, repo.git_dir}
+    inside = [h for h in hidden if h.is_relative_to(root) and h != root]
+    for path in sorted(inside):
+        if not path.exists():
+            continue
+        rel = path.relative_to(root)
+        # A folder inside another hidden one is hidden with it.
+        if any(rel.is_relative_to(h.relative_to(root)) and h != path for h in inside):
+            continue
+        mounts.append(
+            MountSpec(
+                target=f"{CONTAINER_CASE_ROOT}/{rel}", kind="tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o755
+            )
+        )
+    view = deps.projects_view(project, "../workspace") if deps.projects_view else None
+    if view is not None and (root / "projects.json").is_file():
+        # case's orchestrator finds the repository through projects.json: point it at the run.
+        deps.workspace.write_file(paths.sandbox / "projects.json", view)
+        mounts.append(
+            MountSpec(
+                target=f"{CONTAINER_CASE_ROOT}/projects.json",
+                source=str(paths.sandbox / "projects.json"),
+                read_only=True,
+            )
+        )
+    if deps.tasks_view_mounted():
+        # Only the run's own task files, writable, so case's scripts work on the run's copy.
+        tasks = deps.tasks_dir.relative_to(root)
+        mounts.append(MountSpec(target=f"{CONTAINER_CASE_ROOT}/{tasks}", source=str(paths.tasks_view)))
+    return mounts

@@ -1,0 +1,71 @@
+"""What a run needs from the outside: the adapters, and where this case root keeps things."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.core.egress import RunEgress
+from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
+from launcher.core.runlayout import RunPaths
+from launcher.models import RunRecord, TaskRecord
+from launcher.settings import NetworkSettings, RunDefaults
+
+
+def _inert(_step: str) -> None:
+    return None
+
+
+def _recorded_path(task: TaskRecord) -> str | None:
+    return task.repo_path
+
+
+@dataclass
+class RunDeps:
+    """The adapters a run is made with, and this case root's folders and settings."""
+
+    store: Coordinator
+    files: TaskFilesPort
+    sandbox: Sandbox
+    workspace: WorkspacePort
+    open_repo: Callable[[str], RepoPort]
+    root: Path
+    state_dir: Path
+    worktrees_dir: Path
+    tasks_dir: Path
+    defaults: RunDefaults
+    entry_script: Path
+    actor: str = "launcher"
+    # projects.json as a run sees it (the task's repository pointing at the run's worktree).
+    projects_view: Callable[[str, str], bytes | None] | None = None
+    # Called before and after every step ("before:workspace", "after:start", …); tests
+    # inject faults or kill the process there. Inert in normal use.
+    checkpoint: Callable[[str], None] = _inert
+    # Where a task's repository is on this machine: projects.json (relative to this root)
+    # wins over the absolute path recorded at creation, so a harness checked out elsewhere
+    # (a CI runner, a build box) still finds its repositories.
+    locate_repo: Callable[[TaskRecord], str | None] = _recorded_path
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    # None where no Docker engine backs the runs; then only --network none can run.
+    egress: RunEgress | None = None
+    # Warm pool slots (`launcher pool warm`); None: every run is made from scratch.
+    pool: PoolSlotsPort | None = None
+
+    def paths(self, run: RunRecord) -> RunPaths:
+        return RunPaths.of(run.id, Path(run.worktree), self.state_dir)
+
+    def tasks_view_mounted(self) -> bool:
+        """Whether runs get their own writable copy of the harness's tasks/ (it is under the root)."""
+        return self.tasks_dir.is_relative_to(self.root) and self.tasks_dir.is_dir()
+
+    def recorded_repo(self, run: RunRecord) -> RepoPort | None:
+        """The repository a run was made in, from its record; None when it moved or vanished."""
+        from launcher.errors import LauncherError
+
+        if run.details.repo is None:
+            return None
+        try:
+            return self.open_repo(run.details.repo)
+        except LauncherError:
+            return None

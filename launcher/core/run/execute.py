@@ -1,0 +1,107 @@
+"""A planned, claimed run from preparation to its settled record.
+
+Every step is recorded in the coordinator before the next begins, so a launcher that dies
+anywhere leaves a run that `launcher gc` can find and settle. Whatever goes wrong on the way,
+the run is settled before the error goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+from launcher.core import uids
+from launcher.core.egress import RunNetwork
+from launcher.core.run.container import run_spec
+from launcher.core.run.deps import RunDeps
+from launcher.core.run.outcome import RunOutcome, is_infrastructure_error
+from launcher.core.run.pool_take import POOL_READY_LINE, start_from_pool
+from launcher.core.run.request import Ending, RunPlan
+from launcher.core.run.settle import settle
+from launcher.core.run.supervise import Echo, supervise
+from launcher.core.run.workspace import prepare_workspace
+from launcher.core.runlayout import RunPaths
+from launcher.core.transitions import RunState
+from launcher.errors import LauncherError
+from launcher.models import RunRecord, utcnow
+
+
+def execute(deps: RunDeps, plan: RunPlan, run: RunRecord, echo: Echo | None = None) -> RunRecord:
+    store, paths, step = deps.store, deps.paths(run), deps.checkpoint
+    container_id: str | None = None
+    ending: Ending = "failed"
+    exit_code: int | None = None
+    error: str | None = None
+    infrastructure = False
+    unexpected: Exception | None = None
+    try:
+        run = store.update_run(run.id, expected=[RunState.CREATED], state=RunState.PREPARING)
+        skip_through: bytes | None = None
+        container_id = start_from_pool(deps, plan, run, paths)
+        if container_id is not None:
+            skip_through = POOL_READY_LINE
+        else:
+            container_id = _start_from_scratch(deps, plan, run, paths)
+        run = store.update_run(run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow())
+        step("after:start")
+        ending, exit_code = supervise(deps, run, container_id, plan, paths, echo, skip_through)
+        step("after:wait")
+    except KeyboardInterrupt:
+        ending, error = "cancelled", "interrupted (Ctrl-C)"
+        _kill(deps, container_id)
+    except LauncherError as exc:
+        ending, error, infrastructure = "failed", str(exc), is_infrastructure_error(exc)
+        _kill(deps, container_id)
+    except Exception as exc:
+        # A defect or an unforeseen failure: the run is still settled (its container and
+        # folders removed, the record saying why) before the error goes on to the caller.
+        ending, error, unexpected = "failed", f"internal error: {type(exc).__name__}: {exc}", exc
+        _kill(deps, container_id)
+    settled = settle(
+        deps,
+        RunOutcome(
+            run=run,
+            paths=paths,
+            repo=plan.repo,
+            ending=ending,
+            exit_code=exit_code,
+            error=error,
+            keep=plan.keep_worktree,
+            image=plan.image,
+            infrastructure=infrastructure,
+        ),
+    )
+    if unexpected is not None:
+        raise unexpected
+    return settled
+
+
+def _start_from_scratch(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths) -> str:
+    uid, gid = uids.run_ids(run.seq, deps.defaults)
+    # The network (Docker round trips) is made while the worktree is checked out (git).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"network-{run.id}") as pool:
+        network_made = pool.submit(_open_network, deps, plan, run)
+        prepare_workspace(deps, plan, run, paths, uid, gid)
+        network = network_made.result()
+    deps.checkpoint("before:create")
+    container_id = deps.sandbox.create(run_spec(deps, plan, run, paths, uid, gid, network))
+    deps.store.update_run(run.id, container_id=container_id)
+    deps.checkpoint("after:create")
+    deps.sandbox.start(container_id)
+    return container_id
+
+
+def _open_network(deps: RunDeps, plan: RunPlan, run: RunRecord) -> RunNetwork | None:
+    if plan.egress.mode == "none" or deps.egress is None:
+        return None
+    deps.checkpoint("before:network")
+    network = deps.egress.open(run, plan.egress, plan.api_key_values)
+    deps.checkpoint("after:network")
+    return network
+
+
+def _kill(deps: RunDeps, container_id: str | None) -> None:
+    """Stop the agent at once; a failure here is settle's to report (it kills and removes again)."""
+    if container_id:
+        with contextlib.suppress(LauncherError):
+            deps.sandbox.kill(container_id)

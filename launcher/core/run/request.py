@@ -1,0 +1,53 @@
+"""What a caller asks for, and the plan that everything refusable was checked against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.core.netpolicy import EgressPolicy
+from launcher.core.ports import RepoPort
+from launcher.models import TaskRecord
+
+Ending = Literal["exited", "failed", "timed-out", "cancelled", "lost"]
+
+
+class RunRequest(BaseModel):
+    """What a caller asks for; unset fields fall back to the task, then to launcher.toml."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    image: str | None = None
+    command: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(default=None, gt=0)
+    keep_worktree: bool | None = None
+    network: Literal["none", "allowlist", "open", "bridge"] | None = None
+    allow: list[str] = Field(default_factory=list, description="HOST, *.SUFFIX or HOST:PORT")
+    presets: list[str] = Field(default_factory=list, description="named host lists")
+    api_keys: list[str] = Field(default_factory=list, description="NAME=UPSTREAM; the proxy holds the key")
+    secrets: list[str] = Field(default_factory=list, description="NAME (host env) or NAME=FILE")
+    runtime: str | None = None
+    pool: bool = Field(default=True, description="take a matching warm pool slot when one is ready")
+    sparse: list[str] = Field(default_factory=list, description="check out only these folders (git cone mode)")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    task: TaskRecord
+    repo: RepoPort
+    image: str
+    image_id: str
+    command: list[str]
+    timeout: float
+    keep_worktree: bool
+    egress: EgressPolicy
+    runtime: str | None
+    base_sha: str
+    base_branch: str | None
+    secrets: dict[str, str]
+    api_key_values: dict[str, str]
+    pool: bool = True
+    sparse: list[str] = field(default_factory=list)

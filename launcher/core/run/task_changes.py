@@ -1,0 +1,91 @@
+"""What the agent asked of its task (its copy of the task file, its markers) and what it reported.
+
+Read the careful way (the workspace adapter: no symlinks followed, size-capped), judged by
+case's rules (``judge``), applied as compare-and-set changes of the coordinator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from launcher.core.run.deps import RunDeps
+from launcher.core.run.judge import MARKER_NAMES, judge_task_changes, parse_agent_result, parse_marker
+from launcher.core.runlayout import RunPaths
+from launcher.core.transitions import TaskStatus
+from launcher.errors import LauncherError, TransitionConflictError
+from launcher.models import RunRecord
+from launcher.models.details import AgentResultReport, TaskChangeReport
+
+MARKER_MAX_BYTES = 256 * 1024
+TASK_COPY_MAX_BYTES = 4 * 1024 * 1024
+LOG_SCAN_MAX_BYTES = 16 * 1024 * 1024
+
+
+def apply_task_changes(deps: RunDeps, run: RunRecord, paths: RunPaths) -> TaskChangeReport | None:
+    snapshot = run.details.task_snapshot
+    if not isinstance(snapshot, dict):
+        return None
+    raw = deps.workspace.read_in(
+        paths.sandbox, ["tasks", "active", f"{run.task_id}.task.json"], max_bytes=TASK_COPY_MAX_BYTES
+    )
+    if raw is None:
+        return TaskChangeReport(refused=["the run's task file copy is missing"])
+    try:
+        requested = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return TaskChangeReport(refused=[f"the run's task file copy is not valid JSON: {exc}"])
+    if not isinstance(requested, dict):
+        return TaskChangeReport(refused=["the run's task file copy is not a JSON object"])
+    markers = read_markers(deps, run, paths)
+    updates, target, report = judge_task_changes(snapshot, requested, markers)
+    store, actor = deps.store, f"run:{run.id}"
+    if updates:
+        current = store.get_task(run.task_id)
+        try:
+            store.update_task_doc(run.task_id, current.version, {**current.doc, **updates}, actor=actor)
+        except TransitionConflictError as exc:
+            report.refused.append(f"fields not applied: {exc}")
+            report.applied_fields = []
+    if target is not None:
+        try:
+            _, transition = store.transition(
+                run.task_id, TaskStatus(snapshot["status"]), target, reason=f"requested by run {run.id}", actor=actor
+            )
+            report.applied_status = target.value
+            deps.files.record_transition(run.task_id, transition)
+        except LauncherError as exc:
+            report.refused.append(f"status: {exc.message}")
+    if updates and target is None:
+        deps.files.sync(run.task_id)
+    report.markers = markers
+    return report
+
+
+def read_markers(deps: RunDeps, run: RunRecord, paths: RunPaths) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for name in MARKER_NAMES:
+        try:
+            raw = deps.workspace.read_in(paths.worktree, [".case", run.task_id, name], max_bytes=MARKER_MAX_BYTES)
+        except LauncherError:
+            continue
+        if raw is not None:
+            fields = parse_marker(raw)
+            if raw:
+                fields.setdefault("sha256", hashlib.sha256(raw).hexdigest())
+            found[name] = fields
+    return found
+
+
+def read_agent_result(paths: RunPaths) -> AgentResultReport:
+    """The last AGENT_RESULT block of the run's log (its tail: the block comes at the end)."""
+    try:
+        with open(paths.log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_SCAN_MAX_BYTES))
+            data = handle.read()
+    except OSError:
+        return AgentResultReport(state="missing")
+    return parse_agent_result(data)

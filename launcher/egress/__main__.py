@@ -1,0 +1,100 @@
+"""The proxy's command line::
+
+    egress-proxy --policies DIR --logs DIR [--listen HOST:PORT] [--public-cidr CIDR]...
+                 [--deny-addr IP]... [--ca-file FILE] [--connect-timeout SECONDS]
+
+Run on the host as ``python -m launcher.egress``; in the proxy's container, where this package
+is mounted as ``egress`` under a folder that is not on ``sys.path`` (see
+launcher/adapters/docker/egress.py), through a ``python3 -I -c`` line that puts it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+
+from .addresses import judged_as
+from .server import Config, EgressProxy
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit() and int(port) < 65536):
+        raise ValueError(text)
+    return host.strip("[]"), int(port)  # port 0: any free port, as the ready line reports
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, str, int]:
+    parser = argparse.ArgumentParser(prog="egress-proxy", description="launcher's egress proxy")
+    parser.add_argument("--listen", type=_listen, default=("0.0.0.0", 3128), help="HOST:PORT (default 0.0.0.0:3128)")  # noqa: S104
+    parser.add_argument("--policies", required=True, help="directory of per-run policy files (*.json)")
+    parser.add_argument("--logs", required=True, help="directory the decision logs are appended to")
+    parser.add_argument(
+        "--public-cidr",
+        type=lambda text: ipaddress.ip_network(text, strict=False),
+        action="append",
+        default=[],
+        help="TEST ONLY: treat addresses in CIDR as public (repeatable)",
+    )
+    parser.add_argument(
+        "--deny-addr",
+        type=lambda text: judged_as(ipaddress.ip_address(text)),
+        action="append",
+        default=[],
+        help="an address of the launcher host, refused even if public (repeatable)",
+    )
+    parser.add_argument("--ca-file", help="extra CA bundle trusted for API-key upstreams")
+    parser.add_argument("--connect-timeout", type=_positive, default=10.0, help="seconds (default 10)")
+    args = parser.parse_args(argv)
+    for option in ("policies", "logs"):
+        if not os.path.isdir(getattr(args, option)):
+            parser.error(f"--{option} {getattr(args, option)}: not a directory")
+    config = Config(
+        policies=args.policies,
+        logs=args.logs,
+        public_cidrs=tuple(args.public_cidr),
+        deny_addrs=frozenset(args.deny_addr),
+        ca_file=args.ca_file,
+        connect_timeout=args.connect_timeout,
+    )
+    host, port = args.listen
+    return config, host, port
+
+
+async def serve(config: Config, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    proxy = EgressProxy(config)
+    server = await proxy.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    bound = server.sockets[0].getsockname()
+    print(f"egress proxy listening on {bound[0]}:{bound[1]}", file=sys.stderr, flush=True)
+    await stop.wait()
+    await proxy.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, host, port = parse_args(argv)
+    try:
+        asyncio.run(serve(config, host, port))
+    except OSError as exc:
+        print(f"egress proxy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""What a run's record says about it beyond its columns: plan, harvest, network, results.
+
+Each step of a run adds its part (``update_run(details={...})`` merges by key), so every field is
+optional, and records written by older launchers (other keys, missing ones) still load: unknown
+keys are kept as they are. A part is dumped with only the fields it was given, so the JSON a
+run's record prints says what happened, not a list of nulls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+
+class Recorded(BaseModel):
+    """A part of a run's record: tolerant of old rows, dumped with only the fields it was given."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        given = self.model_fields_set | set(self.model_extra or {})
+        return {key: value for key, value in data.items() if key in given}
+
+
+class NetworkChoice(Recorded):
+    """The egress policy the run was planned with (never a key's value)."""
+
+    mode: str | None = None
+    allow: list[str] = Field(default_factory=list)
+    api_keys: dict[str, str] = Field(default_factory=dict, description="key name -> upstream")
+
+
+class EgressDetails(Recorded):
+    """The run's network (recorded when made) and what it tried to reach (when taken down)."""
+
+    network: str | None = None
+    subnet: str | None = None
+    proxy_ip: str | None = None
+    decisions: int | None = None
+    allowed: list[str] | None = None
+    denied: list[str] | None = None
+    log: str | None = Field(default=None, description="the settled decision log")
+
+
+class CommitInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    sha: str
+    subject: str = ""
+
+
+class DiffSummary(Recorded):
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    files: list[str] = Field(default_factory=list, description="the first 200 paths")
+
+
+class HarvestDetails(Recorded):
+    """What the host took from the run's bundle onto its branch."""
+
+    commits: list[CommitInfo] = Field(default_factory=list)
+    tip: str | None = None
+    diff: DiffSummary | None = None
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="why the harvest could not complete")
+
+
+class TaskChangeReport(BaseModel):
+    """What the host did with the task changes a run asked for (every field, always)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    requested_status: str | None = None
+    applied_status: str | None = None
+    applied_fields: list[str] = Field(default_factory=list)
+    refused: list[str] = Field(default_factory=list)
+    markers: dict[str, dict[str, str]] = Field(default_factory=dict, description="case's marker files found")
+
+
+class AgentArtifacts(Recorded):
+    """case's artifact names are camelCase; kept as they are so the JSON round-trips."""
+
+    commit: str | None = None
+    filesChanged: list[str] | None = None
+    testsPassed: bool | None = None
+    screenshotUrls: list[str] | None = None
+    evidenceMarkers: list[str] | None = None
+    prUrl: str | None = None
+    prNumber: int | None = None
+
+
+class AgentResult(Recorded):
+    """case's AGENT_RESULT block."""
+
+    status: Literal["completed", "failed", "blocked"]
+    summary: str = ""
+    artifacts: AgentArtifacts = Field(default_factory=AgentArtifacts)
+    findings: Any = None
+    rubric: Any = None
+    error: str | None = None
+
+
+class AgentResultReport(Recorded):
+    state: Literal["valid", "missing", "invalid"]
+    result: AgentResult | None = None
+    error: str | None = None
+
+
+class RunDetails(Recorded):
+    """Everything the steps of a run recorded about it.
+
+    A part an older (or newer) launcher wrote in a shape this one does not read is kept as it
+    was and printed back unchanged; it reads as None here. One unreadable part never makes a
+    run's record unreadable.
+    """
+
+    _unreadable: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _tolerant(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> RunDetails:
+        try:
+            made: RunDetails = handler(data)
+            return made
+        except ValidationError as exc:
+            if not isinstance(data, dict):
+                raise
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+            made = handler({key: value for key, value in data.items() if key not in bad})
+            made._unreadable = {key: data[key] for key in bad if key in data}
+            return made
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {**Recorded._only_given(self, handler), **self._unreadable}
+
+    # planned (claim)
+    base_sha: str | None = None
+    base_branch: str | None = None
+    command: list[str] | None = None
+    network: NetworkChoice | None = None
+    timeout: float | None = None
+    keep_worktree: bool | None = None
+    sparse: list[str] | None = None
+    secrets: list[str] | None = Field(default=None, description="names only, never values")
+    repo: str | None = Field(default=None, description="the repository's top level on the launcher's host")
+    log: str | None = Field(default=None, description="the run's output, secrets redacted")
+    # prepared
+    task_snapshot: dict[str, Any] | None = Field(default=None, description="the task document the run started from")
+    task_version: int | None = None
+    pool_slot: str | None = Field(default=None, description="the warm pool slot the run took")
+    pool_base_sha: str | None = None
+    egress: EgressDetails | None = None
+    # ran
+    oom_killed: bool | None = None
+    memory_limit: str | None = None
+    # settled
+    infrastructure_failure: bool | None = Field(default=None, description="the machinery failed, not the agent")
+    harvest: HarvestDetails | None = None
+    task_changes: TaskChangeReport | None = None
+    agent_result: AgentResultReport | None = None
+    errors: list[str] | None = None
+    removed: bool | None = Field(default=None, description="`launcher rm` removed its container and folders")

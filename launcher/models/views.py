@@ -1,0 +1,60 @@
+"""What `--json` prints: records plus the facts a reader needs next to them (paths, logs).
+
+The JSON Schemas shipped in ``launcher/schemas/`` are generated from these models
+(``python -m launcher.models.schemas``); a test checks real output against them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.models.runs import RunRecord
+from launcher.models.tasks import TaskRecord, TransitionRecord
+
+
+class EgressView(BaseModel):
+    """What a run tried to reach (from its settled decision log)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    decisions: int | None = None
+    allowed: list[str] | None = None
+    denied: list[str] | None = None
+    log: str | None = None
+
+
+class RunView(RunRecord):
+    """A run as `launcher run --json` and `launcher ps --json` print it."""
+
+    log: str | None = Field(description="the run's output log on the host")
+    egress: EgressView | None = Field(description="what it tried to reach; null before its network is settled")
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunView:
+        recorded = run.details.egress
+        egress = (
+            EgressView(decisions=recorded.decisions, allowed=recorded.allowed, denied=recorded.denied, log=recorded.log)
+            if recorded is not None
+            else None
+        )
+        return cls.model_validate({**run.model_dump(), "log": run.details.log, "egress": egress})
+
+
+class TaskPaths(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    json_: str = Field(alias="json", description="the task's .task.json")
+    md: str = Field(description="the task's .md beside it")
+
+
+class TaskView(TaskRecord):
+    """A task as `task create/list/set-status --json` print it."""
+
+    paths: TaskPaths
+
+
+class TaskDetailView(TaskView):
+    """A task as `task show --json` prints it: with its status history and its runs."""
+
+    history: list[TransitionRecord]
+    runs: list[RunRecord]
