@@ -182,6 +182,13 @@ class FakeRepo:
     def worktree_admin(self, path: Path) -> Path | None:
         return None
 
+    def retire_worktree(self, path: Path, trash: Path) -> None:
+        self._call("retire_worktree")
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.rename(trash)
+        self.prune_worktrees()
+
     def prune_worktrees(self) -> None:
         self._call("prune_worktrees")
 

@@ -295,6 +295,21 @@ class Repository:
                 # The folder may already be gone or not a worktree any more; prune forgets it.
                 self._prune_holding_lock()
 
+    def retire_worktree(self, path: Path, trash: Path) -> None:
+        """Take a run's worktree folder out of the repository: moved to ``trash`` and forgotten.
+
+        Under the repository's lock, because another run's `git worktree repair` (a pool slot
+        taken) rewrites the `.git` file of every worktree whose folder exists: into a folder
+        being deleted at that moment, which then cannot be deleted and keeps its record. A
+        rename is atomic and quick, so the lock is held for that and the prune only; the
+        caller deletes ``trash`` afterwards, outside the lock.
+        """
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        with self.locked():
+            if path.exists() or path.is_symlink():
+                os.rename(path, trash)
+            self._prune_holding_lock()
+
     def prune_worktrees(self) -> None:
         with self.locked():
             self._prune_holding_lock()

@@ -128,10 +128,19 @@ def remove_tree(path: Path) -> None:
     """Remove a folder an agent wrote into. rmtree never follows symlinks out of it."""
     if not path.exists() and not path.is_symlink():
         return
-    if path.is_symlink() or not stat.S_ISDIR(path.lstat().st_mode):
-        path.unlink()
+    try:
+        if path.is_symlink() or not stat.S_ISDIR(path.lstat().st_mode):
+            path.unlink()
+            return
+        # Another remover (gc, a drain) may be deleting the same folder: what is gone is fine.
+        shutil.rmtree(path, onerror=_gone_is_fine)
+    except FileNotFoundError:
         return
-    shutil.rmtree(path)
+
+
+def _gone_is_fine(_function: object, _path: str, excinfo: tuple[type[BaseException], BaseException, object]) -> None:
+    if not isinstance(excinfo[1], FileNotFoundError):
+        raise excinfo[1]
 
 
 def move_out(source: Path, target: Path) -> None:

@@ -31,9 +31,7 @@ def queue(
     as_json: bool = typer.Option(False, "--json", help="Print the queued tasks as JSON."),
 ) -> None:
     """Queue tasks for `launcher batch` (again, if they ran before)."""
-    app_ = app_of(ctx)
-    ids = [app_.tasks.get(ref).id for ref in task_ids]
-    queued = app_.store.enqueue(ids)
+    queued = app_of(ctx).tasks.enqueue(task_ids)
     if as_json:
         emit_json([{"id": t.id, "queued": t.queued, "queued_at": t.queued_at} for t in queued])
     else:

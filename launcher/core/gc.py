@@ -18,7 +18,8 @@ from launcher.core.egress import POOL_HOLDER_PREFIX
 from launcher.core.ports import RepoPort
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.pool_take import discard_slot
-from launcher.core.run.settle import settle_record
+from launcher.core.run.settle import retire_folder, settle_record
+from launcher.core.runlayout import TRASH_DIR
 from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
 from launcher.errors import LauncherError, NotFoundError
 from launcher.models import RunOwner, RunRecord
@@ -188,6 +189,9 @@ class GarbageCollector:
                 if entry.name == ".pool" and folder_kind == "worktree":
                     self._remove_stray_pool_worktrees(report, entry)
                     continue
+                if entry.name == TRASH_DIR and folder_kind == "worktree":
+                    self._empty_trash(report, entry)
+                    continue
                 run = self._run_or_none(entry.name)
                 if run is not None and run.state not in TERMINAL_RUN_STATES:
                     continue
@@ -209,6 +213,18 @@ class GarbageCollector:
                 GcAction(kind="remove-worktree", target=str(entry), reason="its pool slot is gone"),
                 partial(self._remove_folder, entry, None, "worktree"),
             )
+
+    def _empty_trash(self, report: GcReport, trash: Path) -> None:
+        """Worktrees taken out of their repository whose deletion a killed launcher did not finish."""
+        for entry in sorted(trash.iterdir()):
+            holder = entry.name.rsplit("-", 1)[0]
+            may_go, why = self._settled(holder)
+            if may_go and holder not in self._slots_in_service:
+                self._act(
+                    report,
+                    GcAction(kind="remove-worktree", target=str(entry), reason=f"left half-deleted; {why}"),
+                    partial(self.deps.workspace.remove_tree, entry),
+                )
 
     def _settled(self, run_id: str | None) -> tuple[bool, str]:
         """Whether what belongs to ``run_id`` may go, and why."""
@@ -265,10 +281,14 @@ class GarbageCollector:
             report.actions.append(action)
 
     def _remove_folder(self, path: Path, run: RunRecord | None, kind: str) -> None:
+        repo = self.deps.recorded_repo(run) if run is not None and kind == "worktree" else None
+        if repo is not None:
+            retire_folder(self.deps, repo, path)
+            return
         self.deps.workspace.remove_tree(path)
         if kind == "worktree":
-            repo = self.deps.recorded_repo(run) if run is not None else None
-            for candidate in [repo] if repo else self._known_repos():
+            # Whose worktree it was is unknown: every repository forgets it if it knew it.
+            for candidate in self._known_repos():
                 candidate.prune_worktrees()
 
     def _known_repos(self) -> list[RepoPort]:

@@ -20,6 +20,8 @@ from launcher.egress.policy import key_value_ok
 from launcher.errors import InvalidInputError
 
 NetworkMode = Literal["none", "allowlist", "open"]
+# bridge: the name isolated runs used before the proxy existed.
+_MODES: dict[str, NetworkMode] = {"none": "none", "allowlist": "allowlist", "open": "open", "bridge": "open"}
 PROXY_PORT = 3128
 KEY_ROUTE_PREFIX = "/_launcher/keys"
 # SDKs refuse to start without a key; this is what they get instead of the real one.
@@ -92,10 +94,9 @@ class EgressPolicy(BaseModel):
 
 
 def normalise_mode(value: str) -> NetworkMode:
-    if value == "bridge":  # the name isolated runs used before the proxy existed
-        return "open"
-    if value in ("none", "allowlist", "open"):
-        return value  # type: ignore[return-value]
+    mode = _MODES.get(value)
+    if mode is not None:
+        return mode
     raise InvalidInputError(f"network mode {value!r}: choose none, allowlist or open")
 
 

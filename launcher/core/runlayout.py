@@ -14,6 +14,9 @@ CONTAINER_OUT = "/launcher/out"
 CONTAINER_ENTRY = "/launcher/entry.sh"
 CONTAINER_CASE_ROOT = "/case"
 CONTAINER_HOME = "/home/agent"
+# Under the worktrees folder: worktrees taken out of their repository, being deleted (gc
+# removes what a killed launcher left there, as it removes any folder no run owns).
+TRASH_DIR = ".trash"
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,10 @@ class TaskService:
     def list_tasks(self, status: str | None = None) -> list[TaskRecord]:
         return self.store.list_tasks(parse_status(status) if status else None)
 
+    def enqueue(self, refs: list[str]) -> list[TaskRecord]:
+        """Queue tasks for batch workers (again, if they ran before); every ref must resolve first."""
+        return self.store.enqueue([self.get(ref).id for ref in refs])
+
     def for_matrix(self, status: str) -> list[TaskRecord]:
         """The tasks one CI matrix job each runs: the queued ones, or those in a task status."""
         if status == "queued":

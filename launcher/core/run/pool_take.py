@@ -8,6 +8,7 @@ from launcher.core.egress import RunNetwork
 from launcher.core.run.container import agent_env
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.request import RunPlan
+from launcher.core.run.settle import retire_folder
 from launcher.core.run.workspace import agent_email, read_task_files, record_snapshot
 from launcher.core.runlayout import RunPaths
 from launcher.errors import InvalidInputError, LauncherError
@@ -116,12 +117,16 @@ def discard_slot(deps: RunDeps, slot: PoolSlot, folder: Path, problems: list[str
             problems.append(f"container: {exc}")
     if deps.egress is not None and slot.network == "proxied":
         deps.egress.close_slot(slot.id, problems)
-    if deps.pool is not None:
-        deps.workspace.remove_tree(deps.pool.worktree_of(slot.id))
     try:
-        deps.open_repo(slot.repo).prune_worktrees()
+        repo = deps.open_repo(slot.repo)
     except LauncherError as exc:
+        repo = None
         problems.append(f"worktree: {exc}")
+    if deps.pool is not None:
+        try:
+            retire_folder(deps, repo, deps.pool.worktree_of(slot.id))
+        except LauncherError as exc:
+            problems.append(f"worktree: {exc}")
     deps.workspace.remove_tree(folder)
 
 

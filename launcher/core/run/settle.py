@@ -6,9 +6,11 @@ container or a worktree behind, and the record says what went wrong.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from launcher.core.netpolicy import EgressSummary
@@ -18,7 +20,7 @@ from launcher.core.run.harvest import harvest_commits
 from launcher.core.run.outcome import RunOutcome
 from launcher.core.run.request import Ending
 from launcher.core.run.task_changes import apply_task_changes, read_agent_result
-from launcher.core.runlayout import RunPaths
+from launcher.core.runlayout import TRASH_DIR, RunPaths
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError, TransitionConflictError
 from launcher.models import RunRecord, utcnow
@@ -136,9 +138,17 @@ def clean_folders(
 
 
 def remove_worktree(deps: RunDeps, repo: RepoPort | None, paths: RunPaths) -> None:
-    deps.workspace.remove_tree(paths.worktree)
-    if repo is not None:
-        repo.prune_worktrees()
+    retire_folder(deps, repo, paths.worktree)
+
+
+def retire_folder(deps: RunDeps, repo: RepoPort | None, worktree: Path) -> None:
+    """Remove a worktree folder (a run's or a warm slot's) and the repository's record of it."""
+    if repo is None:
+        deps.workspace.remove_tree(worktree)
+        return
+    trash = deps.worktrees_dir / TRASH_DIR / f"{worktree.name}-{secrets.token_hex(4)}"
+    repo.retire_worktree(worktree, trash)
+    deps.workspace.remove_tree(trash)
 
 
 @contextmanager
