@@ -48,6 +48,7 @@ def test_github_matrix_entries_run_as_separate_jobs(bench: Bench) -> None:
     assert bench.worktrees() == [str(bench.repo)]
 
 
+@pytest.mark.slow
 def test_matrix_by_task_status(bench: Bench) -> None:
     first = bench.create_task("Active and queued", ["true"])
     second = bench.create_task("Active, not queued", ["true"], queue=False)
@@ -62,6 +63,7 @@ def test_matrix_by_task_status(bench: Bench) -> None:
     assert one_line_json(bench.ok("matrix").stdout) == {"include": [{"task": first["id"], "slug": first["slug"]}]}
 
 
+@pytest.mark.slow
 def test_matrix_refuses_an_unknown_format(bench: Bench) -> None:
     bench.create_task("Queued", ["true"])
 

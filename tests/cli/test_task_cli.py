@@ -204,6 +204,7 @@ def test_json_errors_are_one_document_on_stdout(cli: Any, git_repo: Path) -> Non
     assert error["message"].startswith("illegal transition active -> merged")
 
 
+@pytest.mark.slow
 def test_exit_codes_reach_the_shell(case_root: Path, git_repo: Path) -> None:
     """The same contract through `python -m launcher`, as a shell script sees it."""
     root = ["--root", str(case_root)]

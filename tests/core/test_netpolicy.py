@@ -253,6 +253,7 @@ API_KEYS = st.lists(
 KEY_VALUES = mostly(st.from_regex(r"\A[ -~]{1,24}\Z"), st.text(max_size=12))
 
 
+@pytest.mark.slow
 @settings(max_examples=1000)
 @given(HOSTS | ALLOW_ENTRIES)
 def test_the_launcher_and_the_proxy_judge_host_names_alike(text: str) -> None:
@@ -295,6 +296,7 @@ def host_allows(policy: EgressPolicy, name: str, port: int) -> bool:
     api_keys=API_KEYS,
     environ=st.fixed_dictionaries({name: KEY_VALUES for name in KEY_NAMES}),
 )
+@pytest.mark.slow
 def test_every_policy_the_launcher_builds_is_the_policy_the_proxy_reads(
     mode: str,
     allow: list[str],
@@ -338,6 +340,7 @@ def test_every_policy_the_launcher_builds_is_the_policy_the_proxy_reads(
                 assert proxy == host_allows(policy, probe, port), (probe, port)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(st.sampled_from(KEY_NAMES[:3]), UPSTREAMS, KEY_VALUES)
 def test_every_api_key_route_the_launcher_accepts_is_the_route_the_proxy_reads(

@@ -128,6 +128,7 @@ def chunked_messages(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return message + b"\r\n", b"".join(chunks)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(chunked_messages(), st.binary(max_size=100))
 def test_a_well_formed_chunked_body_is_forwarded_to_its_end_and_not_a_byte_further(
@@ -157,6 +158,7 @@ def test_forward_chunked_refuses_or_forwards_exactly_one_strictly_read_message(d
     check_forwarding(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(chunked_messages(), st.data())
 def test_forward_chunked_refuses_or_forwards_exactly_one_message_of_a_mangled_body(
@@ -197,6 +199,7 @@ def check_request(request: Request) -> None:
         assert value == value.strip(" \t")
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(METHODS, TARGETS, st.sampled_from(["HTTP/1.0", "HTTP/1.1"]), HEADERS, st.integers(0, 2))
 def test_a_request_head_reads_back_as_written(
@@ -217,6 +220,7 @@ def test_request_head_parser_only_ever_raises_value_error(data: bytes) -> None:
     check_request(request)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(METHODS, TARGETS, HEADERS, st.data())
 def test_a_mangled_request_head_is_refused_or_still_a_well_formed_request(
@@ -233,6 +237,7 @@ def test_a_mangled_request_head_is_refused_or_still_a_well_formed_request(
     check_request(request)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(METHODS, TARGETS, HEADERS, TARGETS)
 def test_the_head_sent_upstream_has_exactly_the_lines_the_proxy_means(
@@ -258,6 +263,7 @@ FRAMING_VALUES = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(FRAMING_VALUES, FRAMING_VALUES, st.sampled_from(["Transfer-Encoding", "transfer-encoding", "TE"]))
 def test_body_framing_is_one_unambiguous_length_or_refused(te: list[str], cl: list[str], te_name: str) -> None:

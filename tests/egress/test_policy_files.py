@@ -75,6 +75,7 @@ JSON_VALUES = st.recursive(
     )
     | JSON_VALUES
 )
+@pytest.mark.slow
 def test_parse_policy_only_ever_raises_value_error(doc: object) -> None:
     try:
         policy = parse_policy(doc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +73,7 @@ def test_invalid_result_block_is_reported_not_raised() -> None:
     st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=8),
     st.sets(st.sampled_from(["tested", "reviewed", "manual-tested"])),
 )
+@pytest.mark.slow
 def test_task_copy_judge_never_accepts_forbidden_changes(extra: dict[str, Any], present: set[str]) -> None:
     requested = {**SNAPSHOT, **extra}
     markers = {name: {"timestamp": "x"} for name in present}
