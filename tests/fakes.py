@@ -184,7 +184,6 @@ class FakeRepo:
 
     def retire_worktree(self, path: Path, trash: Path) -> None:
         self._call("retire_worktree")
-        trash.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             path.rename(trash)
         self.prune_worktrees()

@@ -304,7 +304,6 @@ class Repository:
         rename is atomic and quick, so the lock is held for that and the prune only; the
         caller deletes ``trash`` afterwards, outside the lock.
         """
-        trash.parent.mkdir(parents=True, exist_ok=True)
         with self.locked():
             if path.exists() or path.is_symlink():
                 os.rename(path, trash)

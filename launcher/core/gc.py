@@ -19,7 +19,7 @@ from launcher.core.ports import RepoPort
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.pool_take import discard_slot
 from launcher.core.run.settle import retire_folder, settle_record
-from launcher.core.runlayout import TRASH_DIR
+from launcher.core.runlayout import TRASH_PREFIX
 from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
 from launcher.errors import LauncherError, NotFoundError
 from launcher.models import RunOwner, RunRecord
@@ -189,7 +189,7 @@ class GarbageCollector:
                 if entry.name == ".pool" and folder_kind == "worktree":
                     self._remove_stray_pool_worktrees(report, entry)
                     continue
-                if entry.name == TRASH_DIR and folder_kind == "worktree":
+                if entry.name.startswith(TRASH_PREFIX) and folder_kind == "worktree":
                     self._empty_trash(report, entry)
                     continue
                 run = self._run_or_none(entry.name)
@@ -214,17 +214,16 @@ class GarbageCollector:
                 partial(self._remove_folder, entry, None, "worktree"),
             )
 
-    def _empty_trash(self, report: GcReport, trash: Path) -> None:
-        """Worktrees taken out of their repository whose deletion a killed launcher did not finish."""
-        for entry in sorted(trash.iterdir()):
-            holder = entry.name.rsplit("-", 1)[0]
-            may_go, why = self._settled(holder)
-            if may_go and holder not in self._slots_in_service:
-                self._act(
-                    report,
-                    GcAction(kind="remove-worktree", target=str(entry), reason=f"left half-deleted; {why}"),
-                    partial(self.deps.workspace.remove_tree, entry),
-                )
+    def _empty_trash(self, report: GcReport, entry: Path) -> None:
+        """A worktree taken out of its repository whose deletion a killed launcher did not finish."""
+        holder = entry.name.removeprefix(TRASH_PREFIX).rsplit("-", 1)[0]
+        may_go, why = self._settled(holder)
+        if may_go and holder not in self._slots_in_service:
+            self._act(
+                report,
+                GcAction(kind="remove-worktree", target=str(entry), reason=f"left half-deleted; {why}"),
+                partial(self.deps.workspace.remove_tree, entry),
+            )
 
     def _settled(self, run_id: str | None) -> tuple[bool, str]:
         """Whether what belongs to ``run_id`` may go, and why."""

@@ -14,9 +14,10 @@ CONTAINER_OUT = "/launcher/out"
 CONTAINER_ENTRY = "/launcher/entry.sh"
 CONTAINER_CASE_ROOT = "/case"
 CONTAINER_HOME = "/home/agent"
-# Under the worktrees folder: worktrees taken out of their repository, being deleted (gc
-# removes what a killed launcher left there, as it removes any folder no run owns).
-TRASH_DIR = ".trash"
+# In the worktrees folder, ``.trash-<holder>-<random>``: a worktree taken out of its repository,
+# being deleted. One folder each, none shared, so nothing is left once it is gone; gc deletes
+# what a killed launcher left.
+TRASH_PREFIX = ".trash-"
 
 
 @dataclass(frozen=True)

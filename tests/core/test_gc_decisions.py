@@ -115,17 +115,16 @@ def test_folders_are_removed_unless_their_run_lives_or_kept_its_worktree(world: 
     for run_id in (live.id, kept.id, done.id, "nobody-9.1"):
         (world.deps.worktrees_dir / run_id).mkdir(parents=True)
     GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
-    left = sorted(p.name for p in world.deps.worktrees_dir.iterdir() if p.name != ".trash")
-    assert left == sorted([live.id, kept.id])
-    assert list((world.deps.worktrees_dir / ".trash").iterdir()) == [], "what gc took out, it deleted"
+    left = sorted(p.name for p in world.deps.worktrees_dir.iterdir())
+    assert left == sorted([live.id, kept.id]), "what gc took out of a repository, it deleted"
 
 
 def test_half_deleted_worktrees_of_ended_runs_are_emptied_and_a_live_ones_kept(world: FakeWorld) -> None:
     live = _live_run(world, "alive")
     done = _live_run(world, "alive")
     world.store.update_run(done.id, state=RunState.EXITED)
-    trash = world.deps.worktrees_dir / ".trash"
     for holder in (live.id, done.id, "p0123456789"):
-        (trash / f"{holder}-0badcafe" / "src").mkdir(parents=True)
+        (world.deps.worktrees_dir / f".trash-{holder}-0badcafe" / "src").mkdir(parents=True)
     GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
-    assert sorted(p.name for p in trash.iterdir()) == [f"{live.id}-0badcafe"]
+    left = sorted(p.name for p in world.deps.worktrees_dir.iterdir() if p.name.startswith(".trash-"))
+    assert left == [f".trash-{live.id}-0badcafe"]

@@ -76,7 +76,7 @@ def test_worktrees_are_removed_whole_while_other_processes_repair(tmp_path: Path
                 target = path / f"d{f % 20}" / f"f{f}.txt"
                 target.parent.mkdir(exist_ok=True)
                 target.write_text("x")
-            trash = worktrees / ".trash" / f"run-{n}-0000"
+            trash = worktrees / f".trash-run-{n}-0000"
             repo.retire_worktree(path, trash)
             remove_tree(trash)
             assert not path.exists()

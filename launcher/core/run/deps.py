@@ -9,6 +9,7 @@ from pathlib import Path
 from launcher.core.egress import RunEgress
 from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
 from launcher.core.runlayout import RunPaths
+from launcher.errors import LauncherError
 from launcher.models import RunRecord, TaskRecord
 from launcher.settings import NetworkSettings, RunDefaults
 
@@ -61,8 +62,6 @@ class RunDeps:
 
     def recorded_repo(self, run: RunRecord) -> RepoPort | None:
         """The repository a run was made in, from its record; None when it moved or vanished."""
-        from launcher.errors import LauncherError
-
         if run.details.repo is None:
             return None
         try:

@@ -20,7 +20,7 @@ from launcher.core.run.harvest import harvest_commits
 from launcher.core.run.outcome import RunOutcome
 from launcher.core.run.request import Ending
 from launcher.core.run.task_changes import apply_task_changes, read_agent_result
-from launcher.core.runlayout import TRASH_DIR, RunPaths
+from launcher.core.runlayout import TRASH_PREFIX, RunPaths
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError, TransitionConflictError
 from launcher.models import RunRecord, utcnow
@@ -146,7 +146,7 @@ def retire_folder(deps: RunDeps, repo: RepoPort | None, worktree: Path) -> None:
     if repo is None:
         deps.workspace.remove_tree(worktree)
         return
-    trash = deps.worktrees_dir / TRASH_DIR / f"{worktree.name}-{secrets.token_hex(4)}"
+    trash = deps.worktrees_dir / f"{TRASH_PREFIX}{worktree.name}-{secrets.token_hex(4)}"
     repo.retire_worktree(worktree, trash)
     deps.workspace.remove_tree(trash)
 
