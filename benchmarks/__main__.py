@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import cli_start, concurrency, coordinator, launch
+from benchmarks import cli_start, concurrency, coordinator, harvest, launch
 from benchmarks.common import (
     IMAGE,
     BenchmarkError,
@@ -36,8 +36,9 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     "coordinator": coordinator.run,
     "launch": launch.run,
     "concurrency": concurrency.run,
+    "harvest": harvest.run,
 }
-NEEDS_DOCKER = {"launch", "concurrency"}
+NEEDS_DOCKER = {"launch", "concurrency", "harvest"}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

@@ -8,6 +8,7 @@ are part of the CLI contract and are documented in the README; change them only 
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 from typing import Literal
 
 
@@ -27,6 +28,7 @@ class ExitCode:
     RUN_CANCELLED = 12
     RUN_LOST = 13
     CAPACITY = 14  # a bounded pool (run network subnets) is used up until other runs end
+    RUN_UNHARVESTED = 15  # the run's work is kept but not on its branch (`launcher import` recovers it)
     INTERRUPTED = 130
 
 
@@ -43,6 +45,15 @@ class LauncherError(Exception):
         return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to a launcher that owns a run (a CI runner cancelling the job): handled
+    like Ctrl-C, so the run is stopped, harvested and recorded cancelled."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class InvalidInputError(LauncherError, ValueError):
     exit_code = ExitCode.INVALID_INPUT
     code = "invalid-input"
@@ -51,6 +62,12 @@ class InvalidInputError(LauncherError, ValueError):
 class NotFoundError(LauncherError, LookupError):
     exit_code = ExitCode.NOT_FOUND
     code = "not-found"
+
+
+class NoStateStoreError(NotFoundError):
+    """A read-only command found no state store where it looked, and made none."""
+
+    code = "no-state-store"
 
 
 class TransitionConflictError(LauncherError):
@@ -158,6 +175,25 @@ class ImageNotFoundError(DockerError, LookupError):
     code = "image-not-found"
 
 
+class HarvestIncompleteError(LauncherError, RuntimeError):
+    """What a run made could not all be put where it belongs (its branch, its refs); it is kept."""
+
+    exit_code = ExitCode.RUN_UNHARVESTED
+    code = "unharvested"
+
+
+class BundleOverCapError(HarvestIncompleteError):
+    """A run's bundle is bigger than ``[run] bundle_max``; ``kept`` is where it is kept, if it is."""
+
+    code = "bundle-over-cap"
+
+    def __init__(self, message: str, *, kept: Path | None, size: int, max_bytes: int) -> None:
+        super().__init__(message)
+        self.kept = kept
+        self.size = size
+        self.max_bytes = max_bytes
+
+
 class CapacityError(LauncherError, RuntimeError):
     """Every slot of a bounded pool is held by live runs: worth retrying once some end."""
 
@@ -172,6 +208,7 @@ RUN_STATE_EXIT_CODES: dict[str, int] = {
     "timed-out": ExitCode.RUN_TIMED_OUT,
     "cancelled": ExitCode.RUN_CANCELLED,
     "lost": ExitCode.RUN_LOST,
+    "unharvested": ExitCode.RUN_UNHARVESTED,
 }
 
 

@@ -29,6 +29,17 @@ class RunDefaults(BaseModel):
     image: str = Field(default=DEFAULT_IMAGE, description="agent image when the task names none")
     command: list[str] = Field(default_factory=list, description="agent command when the task has none")
     timeout: float = Field(default=3600.0, gt=0, description="seconds before the container is killed")
+    grace: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="seconds between SIGTERM and SIGKILL when a run is stopped (stop, timeout, Ctrl-C); 0: SIGKILL",
+    )
+    log_max: int = Field(
+        default=256 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bytes: the biggest log of a run's output; beyond it the middle is dropped (marked in the log)",
+    )
     network: Literal["none", "allowlist", "open", "bridge"] | None = Field(
         default=None, description="deprecated: use [network].mode (bridge means open)"
     )
@@ -41,6 +52,11 @@ class RunDefaults(BaseModel):
     runtime: str | None = Field(default=None, description="OCI runtime, e.g. runsc")
     uid_base: int = Field(default=20000, ge=1000, description="first per-run uid")
     uid_span: int = Field(default=40000, ge=16, description="how many per-run uids rotate")
+    bundle_max: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="bytes: the biggest bundle of a run's work the host imports; a bigger one is kept, not imported",
+    )
 
 
 class NetworkSettings(BaseModel):
@@ -58,6 +74,9 @@ class NetworkSettings(BaseModel):
     proxy_image: str = Field(default="launcher/egress-proxy:latest", description="image of the egress proxy")
     egress_network: str = Field(default="bridge", description="Docker network the proxy reaches the internet on")
     ca_file: str | None = Field(default=None, description="extra CA bundle the proxy trusts for --api-key upstreams")
+    proxy_idle: float = Field(
+        default=600.0, ge=0, description="seconds with no run before the egress proxy exits by itself; 0: never"
+    )
 
 
 class LauncherConfig(BaseModel):
@@ -79,6 +98,8 @@ DEFAULT_CONFIG_TEXT = """\
 # image = "launcher/agent-base:latest"   # agent image when a task names none
 # command = ["bash", "-lc", "make test"] # agent command when a task has none
 # timeout = 3600                          # seconds; the container is killed after it
+# grace = 10                              # seconds from SIGTERM to SIGKILL when a run is stopped
+# log_max = 268435456                     # bytes (256 MiB) of a run's log; the middle of more is dropped
 # keep_worktree = false                   # keep each run's worktree after it ends
 # worktrees_dir = ".launcher/worktrees"   # relative to the case root
 # base_ref = "HEAD"                       # what run branches start from
@@ -88,6 +109,7 @@ DEFAULT_CONFIG_TEXT = """\
 # runtime = "runsc"                       # optional OCI runtime (gVisor)
 # uid_base = 20000                        # per-run uids are uid_base + (run number % uid_span)
 # uid_span = 40000
+# bundle_max = 536870912                  # bytes (512 MiB): a run whose bundle is bigger ends unharvested, bundle kept
 
 [network]
 # What runs may reach. Every run gets a network of its own whose only way out is launcher's
@@ -98,6 +120,7 @@ DEFAULT_CONFIG_TEXT = """\
 # subnet_pool = "10.213.0.0/16"           # each run takes a /28 from here
 # egress_network = "bridge"               # where the proxy itself reaches the internet
 # ca_file = "/etc/ssl/corp-ca.pem"        # extra CA the proxy trusts for --api-key upstreams
+# proxy_idle = 600                        # seconds with no run before the proxy exits; 0: never
 #
 # [network.preset]
 # mirrors = ["mirror.example.com", "*.cdn.example.com"]
@@ -129,14 +152,19 @@ class Layout:
         return self.state_dir / "runs"
 
     @property
+    def marks_dir(self) -> Path:
+        """Which folders launcher made (host only): the only ones gc may remove."""
+        return self.state_dir / "marks"
+
+    @property
     def egress_dir(self) -> Path:
         """The egress proxy's policy files (in) and decision logs (out)."""
         return self.state_dir / "egress"
 
     @property
     def worktrees_dir(self) -> Path:
-        configured = Path(self.config.run.worktrees_dir)
-        return configured if configured.is_absolute() else self.root / configured
+        """[run].worktrees_dir under the root; InvalidInputError where it is not a folder of its own."""
+        return check_worktrees_dir(self.root, self.config.run.worktrees_dir)
 
     @property
     def tasks_dir(self) -> Path:
@@ -149,6 +177,46 @@ class Layout:
     def state_url(self, override: str | None = None) -> str:
         url = override or os.environ.get("LAUNCHER_STATE_URL") or self.config.state_url
         return url or f"sqlite:///{self.state_db}"
+
+
+def check_worktrees_dir(root: Path, configured: str) -> Path:
+    """Where runs' worktrees go, refused where launcher's folders would mix with what is not
+    launcher's: the file system root, the case root or a folder above it, launcher's own state
+    (other than the default .launcher/worktrees) or tasks folder, a repository's git dir."""
+    given = Path(configured).expanduser()
+    path = Path(os.path.abspath(given if given.is_absolute() else root / given))
+    # realpath: a symlink on the way may lead to any of these places.
+    real, real_root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    state = real_root / STATE_DIR_NAME
+    why: str | None = None
+    if real == Path(real.anchor):
+        why = "is the file system's root"
+    elif real == real_root:
+        why = "is the case root itself"
+    elif real_root.is_relative_to(real):
+        why = "holds the case root"
+    elif real.is_relative_to(state) and not real.is_relative_to(state / "worktrees"):
+        why = f"is inside launcher's own {STATE_DIR_NAME}/ folder (only {STATE_DIR_NAME}/worktrees may be)"
+    elif real.is_relative_to(real_root / "tasks"):
+        why = "is inside the harness's tasks/ folder"
+    elif _inside_git_dir(real):
+        why = "is inside a repository's git dir"
+    if why is not None:
+        raise InvalidInputError(
+            f"[run].worktrees_dir {configured!r} ({real}) {why}: runs' worktrees need a folder of their own",
+            hint='leave it unset (.launcher/worktrees) or name an empty folder, e.g. worktrees_dir = "/srv/worktrees"',
+        )
+    return path
+
+
+def _inside_git_dir(path: Path) -> bool:
+    """A `.git` folder on the way, or a folder that is a git dir (a bare repository's)."""
+    for folder in (path, *path.parents):
+        if folder.name == ".git":
+            return True
+        if (folder / "HEAD").is_file() and (folder / "objects").is_dir() and (folder / "refs").is_dir():
+            return True
+    return False
 
 
 def resolve_root(explicit: str | None, *, cwd: Path | None = None) -> Path:
@@ -184,9 +252,14 @@ def load_config(root: Path) -> LauncherConfig:
         return LauncherConfig()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return LauncherConfig.model_validate(data)
+        config = LauncherConfig.model_validate(data)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid TOML: {exc}") from exc
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise InvalidInputError(f"{path}: {problems}") from exc
+    try:
+        check_worktrees_dir(root, config.run.worktrees_dir)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc.message}", hint=exc.hint) from exc
+    return config

@@ -14,11 +14,13 @@ only decide faster whether the service does the right thing with what the ports 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.adapters.folder_marks import FolderMarks
 from launcher.adapters.store.sqlite import SqliteCoordinator
 from launcher.adapters.taskfiles import TaskFiles
 from launcher.adapters.workspace import LocalWorkspace
@@ -49,6 +51,8 @@ class FakeContainer:
     output: bytes = b""
     killed: bool = False
     oom: bool = False
+    # Set once it has run (start) or can no longer (kill, stop, remove): its live stream waits for it.
+    settled: threading.Event = field(default_factory=threading.Event)
 
 
 class FakeSandbox:
@@ -61,6 +65,12 @@ class FakeSandbox:
         self.fail: dict[str, LauncherError] = {}
         self.calls: list[str] = []
         self._next = 0
+        # The output streams (see attach and logs); stops asked for, as (container, grace).
+        self.chunk = 1 << 16
+        self.stream_cut: int | None = None
+        self.stream_error: Exception | None = None
+        self.engine_keeps: int | None = None
+        self.stops: list[tuple[str, float]] = []
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -85,10 +95,34 @@ class FakeSandbox:
         container = self.containers[container_id]
         out = next(Path(m.source) for m in container.spec.mounts if m.target == CONTAINER_OUT and m.source)
         container.exit_code, container.output = self.agent(container.spec, out)
+        if container.spec.env.get("LAUNCHER_PHASE") == "harvest" and container.exit_code is None:
+            container.exit_code = 0  # a harvest container runs only the entry's capture, which ends
         container.running = container.exit_code is None
+        if not container.running and not (out / "capture").exists():
+            # What the real entry writes last, once the agent has ended: its capture is complete.
+            (out / "capture").write_text("ok\n")
+        container.settled.set()
+
+    def attach(self, container_id: str) -> Iterator[bytes]:
+        self._call("attach")
+        return self._live(self.containers[container_id])
+
+    def _live(self, container: FakeContainer) -> Iterator[bytes]:
+        # What the live stream delivers: the output (as it runs: start() made it), in
+        # ``chunk`` pieces, cut short after ``stream_cut`` bytes (raising ``stream_error``).
+        container.settled.wait(30)
+        output = container.output
+        cut = len(output) if self.stream_cut is None else self.stream_cut
+        for at in range(0, cut, self.chunk):
+            yield output[at : min(at + self.chunk, cut)]
+        if self.stream_error is not None:
+            raise self.stream_error
 
     def logs(self, container_id: str) -> Iterator[bytes]:
-        yield self.containers[container_id].output
+        """The engine's copy: all of it, or only its last ``engine_keeps`` bytes (rotated)."""
+        self._call("logs")
+        output = self.containers[container_id].output
+        yield output if self.engine_keeps is None else output[-self.engine_keeps :]
 
     def wait(self, container_id: str, timeout: float | None) -> int | None:
         self._call("wait")
@@ -102,10 +136,21 @@ class FakeSandbox:
         if container_id in self.containers:
             self.containers[container_id].killed = True
             self.containers[container_id].running = False
+            self.containers[container_id].settled.set()
+
+    def stop(self, container_id: str, grace: float) -> None:
+        self._call("stop")
+        self.stops.append((container_id, grace))
+        if container_id in self.containers:
+            self.containers[container_id].killed = True
+            self.containers[container_id].running = False
+            self.containers[container_id].settled.set()
 
     def remove(self, container_id: str) -> None:
         self._call("remove")
-        self.containers.pop(container_id, None)
+        removed = self.containers.pop(container_id, None)
+        if removed is not None:
+            removed.settled.set()
 
     def inspect_state(self, container_id: str) -> dict[str, Any] | None:
         container = self.containers.get(container_id)
@@ -200,15 +245,27 @@ class FakeRepo:
         self.parents[data["tip"]] = data["parent"]
         return [(data["tip"], head) for head in data["heads"]]
 
-    def fetch_bundle_head(self, bundle: Path, staging_ref: str) -> str:
-        self._call("fetch_bundle_head")
-        tip = str(json.loads(bundle.read_text())["tip"])
-        self.refs[staging_ref] = tip
-        return tip
+    def fetch_bundle(self, bundle: Path, refspecs: list[str]) -> None:
+        """Every head of the "bundle" lands where a refspec maps it, all at the bundle's tip."""
+        self._call("fetch_bundle")
+        data = json.loads(bundle.read_text())
+        for head in data["heads"]:
+            for spec in refspecs:
+                src, _, dst = spec.lstrip("+").partition(":")
+                if src == head:
+                    self.refs[dst] = data["tip"]
+                elif src.endswith("*") and head.startswith(src[:-1]):
+                    self.refs[dst[:-1] + head[len(src) - 1 :]] = data["tip"]
+
+    def refs_under(self, prefix: str) -> dict[str, str]:
+        return {ref: sha for ref, sha in self.refs.items() if ref.startswith(prefix)}
+
+    def check_ref_format(self, branch: str) -> bool:
+        return bool(branch) and " " not in branch
 
     def update_ref(self, ref: str, new: str, old: str) -> None:
         self._call("update_ref")
-        if self.refs.get(ref) != old:
+        if self.refs.get(ref) != (None if old.strip("0") == "" else old):  # all zeros: must not exist yet
             raise GitError(f"cannot lock ref '{ref}': is at {self.refs.get(ref)} but expected {old}")
         self.refs[ref] = new
 
@@ -237,8 +294,42 @@ class FakeRepo:
         changed = len(self.commits_between(base, tip))
         return {"files_changed": changed, "insertions": changed, "deletions": 0, "files": ["f.txt"] * changed}
 
-    def read_tree_into_worktree_index(self, worktree_admin: Path, tree: str) -> None:
-        self._call("read_tree_into_worktree_index")
+    def rewrite_without(self, base: str, tip: str, name: str) -> tuple[str, dict[str, str]]:
+        self._call("rewrite_without")
+        return tip, {}
+
+    def tree_with_entry_of(self, commit: str, name: str, like: str) -> str:
+        return f"tree-of-{commit}"
+
+    def check_out_worktree(self, path: Path, branch: str) -> None:
+        self._call("check_out_worktree")
+        path.mkdir(parents=True, exist_ok=True)
+
+    def apply_tree(self, path: Path, tree: str) -> None:
+        self._call("apply_tree")
+
+
+class FakeHarness:
+    """The harness view: records what a run was given; makes the folder and its mount points."""
+
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = files or {}
+        self.exports: list[Path] = []
+
+    def export(self, dest: Path, keep: Callable[[str], bool], mount_points: Mapping[str, str]) -> bool:
+        self.exports.append(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for rel, data in self.files.items():
+            if keep(rel):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                (dest / rel).write_bytes(data)
+        for rel, kind in mount_points.items():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            if kind == "dir":
+                (dest / rel).mkdir(exist_ok=True)
+            else:
+                (dest / rel).touch()
+        return True
 
 
 class FakeWorkspace(LocalWorkspace):
@@ -303,7 +394,9 @@ class FakeWorld:
             tasks_dir=root / "tasks",
             defaults=RunDefaults(**defaults),
             entry_script=state / "bin" / "entry.sh",
+            harness=FakeHarness(),
             checkpoint=steps.append,
+            marks=FolderMarks(state / "marks"),
         )
         return cls(root, store, sandbox, repo, workspace, deps, RunService(deps), steps)
 

@@ -118,7 +118,12 @@ class Repository:
         return None
 
     def git(
-        self, *args: str, check: bool = True, input_bytes: bytes | None = None, git_dir: Path | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        input_bytes: bytes | None = None,
+        git_dir: Path | None = None,
+        umask: int = -1,
     ) -> subprocess.CompletedProcess[bytes]:
         owner = self._run_as()
         cmd = ["git", f"--git-dir={git_dir or self.git_dir}", *args]
@@ -133,6 +138,7 @@ class Repository:
                 user=owner.uid if owner else None,
                 group=owner.gid if owner else None,
                 extra_groups=[] if owner else None,
+                umask=umask,
             )
         except FileNotFoundError as exc:
             raise GitError("git is not installed on this machine") from exc
@@ -146,7 +152,7 @@ class Repository:
     def git_out(self, *args: str) -> str:
         return self.git(*args).stdout.decode("utf-8", "replace").strip()
 
-    def mutate(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+    def mutate(self, *args: str, umask: int = -1) -> subprocess.CompletedProcess[bytes]:
         """A git call that changes the repository: serialised per repository, lock errors retried."""
         retrying = Retrying(
             retry=retry_if_exception_type(GitLockContentionError),
@@ -157,7 +163,7 @@ class Repository:
         for attempt in retrying:
             with attempt, self.locked():
                 fault_point(f"git.{args[0]}")
-                return self.git(*args)
+                return self.git(*args, umask=umask)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
@@ -236,7 +242,9 @@ class Repository:
         return commits
 
     def diff_summary(self, base: str, tip: str) -> dict[str, object]:
-        numstat = self.git_out("diff", "--numstat", "--no-renames", base, tip)
+        # Blobs over the threshold count as binary without being read: git keeps every blob it
+        # reads for a diff in memory, so a run's big files would otherwise cost their size.
+        numstat = self.git_out("-c", "core.bigFileThreshold=1m", "diff", "--numstat", "--no-renames", base, tip)
         files, added, deleted = [], 0, 0
         for line in numstat.splitlines():
             a, d, name = line.split("\t", 2)
@@ -340,18 +348,29 @@ class Repository:
             heads.append((sha, ref))
         return heads
 
-    def fetch_bundle_head(self, bundle: Path, staging_ref: str) -> str:
+    def fetch_bundle(self, bundle: Path, refspecs: list[str]) -> None:
+        """Fetch ``refspecs`` from a bundle, every object fsck-checked, all refs or none."""
         self.mutate(
             "-c",
             "transfer.fsckObjects=true",
             "fetch",
+            "--atomic",
             "--no-tags",
             "--no-write-fetch-head",
             "--no-recurse-submodules",
+            "--no-auto-gc",
+            "--quiet",
             str(bundle),
-            f"+HEAD:{staging_ref}",
+            *refspecs,
         )
-        return self.git_out("rev-parse", "--verify", staging_ref)
+
+    def refs_under(self, prefix: str) -> dict[str, str]:
+        out = self.git_out("for-each-ref", "--format=%(refname) %(objectname)", prefix)
+        found = {}
+        for line in out.splitlines():
+            ref, _, sha = line.partition(" ")
+            found[ref] = sha
+        return found
 
     def update_ref(self, ref: str, new: str, old: str) -> None:
         """Compare-and-set a ref: moves only if it still points at ``old``."""
@@ -364,26 +383,83 @@ class Repository:
     def delete_ref(self, ref: str) -> None:
         self.git("update-ref", "-d", ref, check=False)
 
-    def read_tree_into_worktree_index(self, worktree_admin: Path, tree: str) -> None:
-        """Fill a kept worktree's index from a commit, touching no file the agent wrote."""
-        owner = self._run_as()
-        env = _clean_env(owner)
-        env["GIT_INDEX_FILE"] = str(worktree_admin / "index")
-        proc = subprocess.run(
-            ["git", f"--git-dir={self.git_dir}", "read-tree", tree],
-            cwd="/",
-            env=env,
-            capture_output=True,
-            check=False,
-            user=owner.uid if owner else None,
-            group=owner.gid if owner else None,
-            extra_groups=[] if owner else None,
-        )
-        if proc.returncode != 0:
-            raise GitError(
-                f"could not fill the kept worktree's index from {tree[:12]}: "
-                + proc.stderr.decode("utf-8", "replace").strip()
-            )
+    # -- a run's commits without its .case/ scope ---------------------------------------------
+
+    def rewrite_without(self, base: str, tip: str, name: str) -> tuple[str, dict[str, str]]:
+        """The commits of ``base..tip`` with the top-level entry ``name`` as it is in ``base``.
+
+        Every commit is checked (one batch query), not a sample of paths; only those whose
+        ``name`` differs from the base's, and their descendants, are rewritten, keeping author,
+        committer and message (a signature, no longer valid, is dropped). The new tip, and
+        original -> new for each rewritten commit. Deterministic: the same input, the same ids.
+        """
+        listing = self.git_out("rev-list", "--reverse", "--topo-order", "--parents", tip, f"^{base}")
+        commits = [line.split() for line in listing.splitlines() if line]
+        if not commits:
+            return tip, {}
+        wanted = self._entry_id(base, name)
+        queries = "".join(f"{sha}:{name}\n" for sha, *_ in commits).encode()
+        answers = self.git("cat-file", "--batch-check=%(objectname)", input_bytes=queries).stdout.decode()
+        ids = [line if not line.endswith(" missing") else None for line in answers.splitlines()]
+        rewritten: dict[str, str] = {}
+        for (sha, *parents), entry in zip(commits, ids, strict=True):
+            new_parents = [rewritten.get(p, p) for p in parents]
+            if entry == wanted and new_parents == parents:
+                continue
+            tree = self.tree_with_entry_of(sha, name, base)
+            rewritten[sha] = self._recommit(sha, tree, new_parents)
+        return rewritten.get(tip, tip), rewritten
+
+    def tree_with_entry_of(self, commit: str, name: str, like: str) -> str:
+        """The tree of ``commit`` with its top-level entry ``name`` as in ``like`` (or absent)."""
+        own = self.git("ls-tree", "-z", "--full-tree", commit).stdout.split(b"\0")
+        kept = [entry for entry in own if entry and entry.split(b"\t", 1)[1] != name.encode()]
+        theirs = self.git("ls-tree", "-z", "--full-tree", like, "--", name).stdout.split(b"\0")
+        entries = kept + [entry for entry in theirs if entry]
+        return self.git("mktree", "-z", input_bytes=b"".join(e + b"\0" for e in entries)).stdout.decode().strip()
+
+    def _entry_id(self, commit: str, name: str) -> str | None:
+        proc = self.git("rev-parse", "--verify", "--quiet", f"{commit}:{name}", check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def _recommit(self, sha: str, tree: str, parents: list[str]) -> str:
+        raw = self.git("cat-file", "commit", sha).stdout
+        header, sep, message = raw.partition(b"\n\n")
+        lines, skipping = [f"tree {tree}".encode(), *(f"parent {p}".encode() for p in parents)], False
+        for line in header.split(b"\n"):
+            if line.startswith(b" ") and skipping:
+                continue  # the continuation of a dropped multi-line header
+            skipping = line.startswith((b"gpgsig ", b"gpgsig-sha256 "))
+            if skipping or line.startswith((b"tree ", b"parent ")):
+                continue
+            lines.append(line)
+        body = b"\n".join(lines) + sep + message
+        return self.git("hash-object", "-t", "commit", "-w", "--stdin", input_bytes=body).stdout.decode().strip()
+
+    # -- a kept worktree: the host's own checkout -----------------------------------------------
+
+    def check_out_worktree(self, path: Path, branch: str) -> None:
+        """A new worktree of ``branch`` at ``path`` (an empty folder), checked out by host git.
+
+        From the repository's own (fsck-checked) objects: git writes no ``.git`` path from a
+        tree, and the files get the modes git gives them (umask 022: nothing world-writable).
+        """
+        self.mutate("worktree", "add", "--quiet", str(path), branch, umask=0o022)
+
+    def apply_tree(self, path: Path, tree: str) -> None:
+        """Make the files of the worktree at ``path`` those of ``tree``; its index stays at HEAD.
+
+        How captured uncommitted work goes back into a kept worktree: the changes show as
+        uncommitted, the new files as untracked, exactly as the agent left them.
+        """
+        admin = self.worktree_admin(path)
+        if admin is None:
+            raise GitError(f"{path} is not a worktree of {self.toplevel}")
+        work_tree = f"--work-tree={path}"
+        self.git(work_tree, "read-tree", "-m", "-u", "HEAD", tree, git_dir=admin, umask=0o022)
+        self.git(work_tree, "read-tree", "-m", "HEAD", git_dir=admin)
+        # Exit 1 means "files differ from the index", which is what was wanted.
+        self.git(work_tree, "update-index", "-q", "--refresh", git_dir=admin, check=False)
 
 
 def _lock_name(git_dir: Path) -> str:

@@ -134,6 +134,43 @@ class TaskFiles:
             atomic_write(path, data)
         self.store.record_file(task.id, str(path), sha256(data))
 
+    def check_unchanged(self, task: TaskRecord) -> None:
+        """Refuse, before a run is made, a task file edited by hand since launcher wrote it.
+
+        A broken one (not JSON, not an object, not the harness's schema) says what is wrong
+        (InvalidInputError); a valid one says how to import it (ExternalChangeError, as the
+        write that would meet it later). Nothing is read beyond the file, nothing is written.
+        """
+        path = self.json_path(task)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return  # written afresh from the coordinator when the run starts
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read the task file {path}: {exc.strerror or exc}") from exc
+        if not task.file_sha256 or sha256(data) == task.file_sha256:
+            return
+        fix = "fix it (`launcher task list` then imports it), or delete it to have launcher write it again"
+        try:
+            doc = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(
+                f"task file {path} was edited by hand and is not valid JSON: {exc}", hint=fix
+            ) from exc
+        if not isinstance(doc, dict):
+            raise InvalidInputError(f"task file {path} was edited by hand and is not a JSON object", hint=fix)
+        problems = self.validate(doc) if self.validate is not None else []
+        if problems:
+            raise InvalidInputError(
+                f"task file {path} was edited by hand and does not validate against the harness's "
+                "task.schema.json: " + "; ".join(problems[:5]),
+                hint=fix,
+            )
+        raise ExternalChangeError(
+            f"task file {path} was changed outside launcher",
+            hint="`launcher task list` imports hand edits as the new truth; then run it again",
+        )
+
     def sync(self, task_id: str) -> TaskRecord:
         with self.locked(task_id):
             task = self.store.get_task(task_id)

@@ -17,9 +17,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from launcher.adapters.safe_io import atomic_write, read_untrusted
+from launcher.adapters.safe_io import (
+    OverCapError,
+    atomic_write,
+    copy_untrusted,
+    open_untrusted,
+    read_untrusted_in,
+    take_untrusted,
+)
 from launcher.core.runlayout import CONTAINER_GIT_DIR, CONTAINER_OBJECTS, PrivateGitSpec, RunPaths
-from launcher.errors import HostStorageError, LauncherError
+from launcher.errors import BundleOverCapError, HostStorageError, LauncherError, NotFoundError
+
+# The entry's word on its capture (docker/entry.sh writes it last, in out/): "ok", or a few
+# lines on what it could not keep.
+CAPTURE_FILE = "capture"
+CAPTURE_MAX_BYTES = 64 * 1024
 
 
 def prepare_record(paths: RunPaths) -> None:
@@ -43,11 +55,17 @@ def write_private_git_dir(paths: RunPaths, spec: PrivateGitSpec) -> None:
     (git_dir / "refs" / "tags").mkdir(parents=True)
     _write_identity(git_dir, spec)
     (git_dir / "objects" / "info" / "alternates").write_text(CONTAINER_OBJECTS + "\n")
-    # .case/ is the run's scope for markers; it never belongs in the agent's commits.
-    (git_dir / "info" / "exclude").write_text(".case/\n")
+    # .case/ at the top is the run's scope for markers; it never belongs in the agent's commits.
+    # Anchored: a .case folder deeper down is the agent's work like any other.
+    (git_dir / "info" / "exclude").write_text("/.case/\n")
     if spec.sparse_patterns is not None:
         # Read by the checkout in the container: files outside the cone stay in the index only.
         (git_dir / "info" / "sparse-checkout").write_text(spec.sparse_patterns)
+    shallow = spec.shallow_file
+    if shallow is not None and shallow.is_file() and not shallow.is_symlink():
+        # A shallow clone: without its list of cut-off commits, `git log` in the run fails on
+        # the first parent the object store never had.
+        shutil.copyfile(shallow, git_dir / "shallow")
     paths.dotgit.write_text(f"gitdir: {CONTAINER_GIT_DIR}\n")
     paths.out_dir.mkdir()
 
@@ -143,22 +161,68 @@ def _gone_is_fine(_function: object, _path: str, excinfo: tuple[type[BaseExcepti
         raise excinfo[1]
 
 
-def move_out(source: Path, target: Path) -> None:
-    """Move a folder an agent wrote (never following a symlink it planted) to a host-only place."""
-    if source.is_symlink() or not source.exists():
-        remove_tree(source)
-        return
-    remove_tree(target)
-    os.rename(source, target)
+def keep_bundle(paths: RunPaths, *, max_bytes: int, source: Path | None = None) -> Path | None:
+    """The run's bundle (or ``source``) in the host-only record folder; None when there is none.
 
-
-def copy_bundle_out(paths: RunPaths, *, max_bytes: int) -> Path | None:
-    """Copy the run's bundle to the host-only record folder; None when the run made none."""
-    if not paths.bundle.exists() and not paths.bundle.is_symlink():
+    Copied in bounded chunks, checked as hostile input on the way. One over ``max_bytes`` is
+    still kept, moved rather than copied (it is on this disk already), and refused with
+    ``BundleOverCapError`` naming where it is: nothing a run made is deleted for being big.
+    A bundle a previous settle kept is found again when the run's copy is gone.
+    """
+    kept = paths.harvested_bundle
+    given = source if source is not None else paths.bundle
+    if given == kept:
+        return _checked_in_place(kept, max_bytes=max_bytes)
+    if source is not None:
+        # Beside the run's own, which stays as it was.
+        kept = paths.record / "import.bundle"
+    if not given.exists() and not given.is_symlink():
+        if source is None and (kept.exists() or kept.is_symlink()):
+            return _checked_in_place(kept, max_bytes=max_bytes)
+        if source is not None:
+            raise NotFoundError(f"no bundle at {given}")
         return None
-    data = read_untrusted(paths.bundle, max_bytes=max_bytes, single_link=True)
-    atomic_write(paths.harvested_bundle, data, mode=0o644)
-    return paths.harvested_bundle
+    try:
+        copy_untrusted(given, kept, max_bytes=max_bytes)
+    except OverCapError as exc:
+        if source is None:
+            # The run's own copy: on the same disk as the record, so a rename costs nothing.
+            take_untrusted(given, kept)
+            raise BundleOverCapError(str(exc), kept=kept, size=exc.size, max_bytes=max_bytes) from exc
+        raise BundleOverCapError(str(exc), kept=None, size=exc.size, max_bytes=max_bytes) from exc
+    return kept
+
+
+def _checked_in_place(path: Path, *, max_bytes: int) -> Path:
+    fd, info = open_untrusted(path, single_link=True)
+    os.close(fd)
+    if info.st_size > max_bytes:
+        raise BundleOverCapError(
+            f"{path} is {info.st_size} bytes, over the {max_bytes}-byte cap",
+            kept=path,
+            size=info.st_size,
+            max_bytes=max_bytes,
+        )
+    return path
+
+
+def read_capture(paths: RunPaths) -> str | None:
+    """What the run's entry said of its capture (``ok``, or what it could not keep); None: nothing."""
+    raw = read_untrusted_in(paths.out_dir, [CAPTURE_FILE], max_bytes=CAPTURE_MAX_BYTES)
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace").strip()
+
+
+def keep_sandbox(paths: RunPaths) -> Path:
+    """Move the run's sandbox (its private git dir: objects no bundle carried) into its record.
+
+    A rename inside launcher's state folder: the agent's files, as they are, still its uid's,
+    where no run is mounted and gc does not look.
+    """
+    target = paths.record / "sandbox"
+    os.rename(paths.sandbox, target)
+    return target
 
 
 def make_sandbox(paths: RunPaths) -> None:
@@ -169,6 +233,23 @@ def make_sandbox(paths: RunPaths) -> None:
 def write_file(path: Path, data: bytes) -> None:
     """A file in a folder only the host writes (the run's sandbox folder): resolv.conf, projects.json."""
     atomic_write(path, data, mode=0o644)
+
+
+def write_secrets(folder: Path, values: dict[str, bytes], uid: int, gid: int) -> None:
+    """One file per secret for the run's uid alone; the folder is new, so nothing can be in its way."""
+    folder.mkdir(mode=0o700)
+    for name, data in values.items():
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, uid, gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    if os.geteuid() == 0:
+        os.chown(folder, uid, gid)
 
 
 @contextmanager
@@ -201,6 +282,10 @@ class LocalWorkspace:
         with _on_host(f"write {path.name} for the run"):
             write_file(path, data)
 
+    def write_secrets(self, folder: Path, values: dict[str, bytes], uid: int, gid: int) -> None:
+        with _on_host("write the run's secrets"):
+            write_secrets(folder, values, uid, gid)
+
     def write_private_git_dir(self, paths: RunPaths, spec: PrivateGitSpec) -> None:
         with _on_host("write the run's private git dir"):
             write_private_git_dir(paths, spec)
@@ -227,15 +312,16 @@ class LocalWorkspace:
         with _on_host(f"remove {path}"):
             remove_tree(path)
 
-    def move_out(self, source: Path, target: Path) -> None:
-        with _on_host(f"move {source} out of the run's worktree"):
-            move_out(source, target)
+    def keep_bundle(self, paths: RunPaths, *, max_bytes: int, source: Path | None = None) -> Path | None:
+        with _on_host("keep the run's bundle"):
+            return keep_bundle(paths, max_bytes=max_bytes, source=source)
 
-    def copy_bundle_out(self, paths: RunPaths, *, max_bytes: int) -> Path | None:
-        with _on_host("copy the run's bundle out"):
-            return copy_bundle_out(paths, max_bytes=max_bytes)
+    def read_capture(self, paths: RunPaths) -> str | None:
+        return read_capture(paths)
+
+    def keep_sandbox(self, paths: RunPaths) -> Path:
+        with _on_host("keep the run's sandbox"):
+            return keep_sandbox(paths)
 
     def read_in(self, top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:
-        from launcher.adapters.safe_io import read_untrusted_in
-
         return read_untrusted_in(top, parts, max_bytes=max_bytes)

@@ -21,6 +21,7 @@ from launcher.cli import (
     detach,
     gc_cmd,
     image_cmd,
+    import_cmd,
     init_cmd,
     paths_cmd,
     pool_cmd,
@@ -77,6 +78,7 @@ gc_cmd.register(app)
 detach.register(app)
 batch_cmd.register(app)
 pool_cmd.register(app)
+import_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:

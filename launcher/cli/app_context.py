@@ -36,6 +36,7 @@ class Application:
         self._root_option = root_option
         self._state_url = state_url
         self._store: Coordinator | None = None
+        self._create_store = True
 
     @property
     def state_url_option(self) -> str | None:
@@ -62,10 +63,22 @@ class Application:
     @property
     def store(self) -> Coordinator:
         if self._store is None:
-            from launcher.adapters.store import open_coordinator
+            from launcher.adapters.store import empty_coordinator, open_coordinator
+            from launcher.errors import NoStateStoreError
 
-            self._store = open_coordinator(self.layout.state_url(self._state_url))
+            try:
+                self._store = open_coordinator(self.layout.state_url(self._state_url), create=self._create_store)
+            except NoStateStoreError as exc:
+                # A look where nothing ever ran: answer from an empty store, say why, make nothing.
+                typer.echo(f"launcher: {exc.message}; nothing was created here", err=True)
+                self._store = empty_coordinator()
         return self._store
+
+    def read_only(self) -> Application:
+        """For commands that only look (ps, logs, task list/show, matrix, pool ls, gc --dry-run):
+        where no state store exists they see an empty one and create nothing under the root."""
+        self._create_store = False
+        return self
 
     @cached_property
     def task_files(self) -> TaskFiles:
@@ -88,29 +101,34 @@ class Application:
 
     def run_deps(self, store: Coordinator) -> RunDeps:
         """What runs on ``store`` are made with; batch workers each pass a connection of their own."""
-        from launcher.adapters.docker import install_entry_script
+        from launcher.adapters.docker import entry_script_path, install_entry_script
         from launcher.adapters.docker.sandbox import DockerSandbox
         from launcher.adapters.faults import fault_point
+        from launcher.adapters.folder_marks import FolderMarks, MarkedWorkspace
+        from launcher.adapters.harness_view import HarnessView
         from launcher.adapters.poolslots import PoolSlots
         from launcher.adapters.taskfiles import TaskFiles, schema_validator
-        from launcher.adapters.workspace import LocalWorkspace
         from launcher.core.run import RunDeps
 
         layout = self.layout
         files = TaskFiles(layout.tasks_dir, layout.locks_dir, store, schema_validator(layout.tasks_dir))
         sandbox = DockerSandbox()
+        marks = FolderMarks(layout.marks_dir)
         return RunDeps(
             store=store,
             files=files,
             sandbox=sandbox,
-            workspace=LocalWorkspace(),
+            workspace=MarkedWorkspace(marks),
             open_repo=self.open_repo,
             root=self.root,
             state_dir=layout.state_dir,
             worktrees_dir=layout.worktrees_dir,
             tasks_dir=layout.tasks_dir,
             defaults=self.config.run,
-            entry_script=install_entry_script(layout.state_dir),
+            entry_script=install_entry_script(layout.state_dir)
+            if self._create_store
+            else entry_script_path(layout.state_dir),
+            harness=HarnessView(self.root, layout.locks_dir),
             actor=self.actor,
             projects_view=self.projects.run_view,
             checkpoint=fault_point,
@@ -118,6 +136,7 @@ class Application:
             network=self.config.network,
             egress=self.make_egress(store, lambda: sandbox.client),
             pool=PoolSlots(layout.state_dir / "pool", layout.worktrees_dir),
+            marks=marks,
         )
 
     def open_repo(self, path: str) -> Repository:
@@ -132,7 +151,7 @@ class Application:
         return Repositories(self.projects, self.open_repo)
 
     def make_egress(self, store: Coordinator, docker: Callable[[], Any]) -> RunEgress:
-        from launcher.adapters.docker import egress_proxy_sha256, install_egress_proxy
+        from launcher.adapters.docker import egress_proxy_path, egress_proxy_sha256, install_egress_proxy
         from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
         from launcher.core import labels, uids
         from launcher.core.egress import RunEgress
@@ -140,7 +159,8 @@ class Application:
 
         layout, net = self.layout, self.config.network
         proxy_ids = uids.proxy_ids(self.config.run)
-        program = install_egress_proxy(layout.state_dir)
+        # A read-only command installs nothing; it never starts a proxy either.
+        program = install_egress_proxy(layout.state_dir) if self._create_store else egress_proxy_path(layout.state_dir)
         policies, logs = layout.egress_dir / "policies", layout.egress_dir / "logs"
         settings = ProxySettings(
             root=str(self.root),
@@ -157,6 +177,7 @@ class Application:
             # Test-only: lets the proxy treat a local test network as the internet.
             public_cidrs=[c for c in os.environ.get("LAUNCHER_TEST_EGRESS_PUBLIC_CIDRS", "").split(",") if c],
             deny_addrs=host_addresses(),
+            idle_exit=net.proxy_idle,
         )
         return RunEgress(
             store,

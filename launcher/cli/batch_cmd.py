@@ -44,6 +44,14 @@ def batch(
     parallel: int = typer.Option(1, "--parallel", "-j", min=1, max=64, help="Runs at once."),
     retries: int = typer.Option(2, "--retries", min=0, max=20, help="Extra attempts after infrastructure failures."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds per run (default: launcher.toml's)."),
+    grace: float = typer.Option(
+        None,
+        "--grace",
+        metavar="SECONDS",
+        min=0,
+        max=3600,
+        help="Seconds an agent gets to exit after SIGTERM (timeout, stop) before SIGKILL (default: launcher.toml's).",
+    ),
     until_empty: bool = typer.Option(
         True, "--until-empty/--watch", help="Stop when the queue is empty, or keep watching it."
     ),
@@ -77,6 +85,7 @@ def batch(
         parallel=parallel,
         retries=retries,
         timeout=timeout,
+        grace=grace,
         watch=not until_empty,
         lease_seconds=lease,
         poll_seconds=poll,
@@ -183,7 +192,7 @@ def matrix(
     """Print tasks as a CI matrix: one job per task, each running `launcher run TASK`."""
     from launcher.errors import InvalidInputError
 
-    app_ = app_of(ctx)
+    app_ = app_of(ctx).read_only()  # a look only: no state store is made where there is none
     include = [{"task": t.id, "slug": t.slug} for t in app_.tasks.for_matrix(status)]
     if fmt == "github":
         typer.echo(json.dumps({"include": include}, separators=(",", ":")))

@@ -77,5 +77,8 @@ def run_supervisor(ctx: typer.Context) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    record = service.execute(plan, record, echo=None)
+    from launcher.cli.run_cmd import cancel_on_signals
+
+    with cancel_on_signals(plan.grace):
+        record = service.execute(plan, record, echo=None)
     raise typer.Exit(exit_code_of_run(record.state.value))

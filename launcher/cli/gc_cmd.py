@@ -21,7 +21,8 @@ def gc(
     from launcher.adapters.procinfo import owner_alive
     from launcher.core.gc import GarbageCollector
 
-    report = GarbageCollector(app_of(ctx).runs.deps, owner_alive).collect(dry_run=dry_run)
+    app_ = app_of(ctx).read_only() if dry_run else app_of(ctx)
+    report = GarbageCollector(app_.runs.deps, owner_alive).collect(dry_run=dry_run)
     if as_json:
         emit_json(report.model_dump(mode="json"))
     else:

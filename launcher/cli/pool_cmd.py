@@ -88,7 +88,7 @@ def ls(
     """List ready and warming slots."""
     from launcher.core.pool import PoolService
 
-    views = PoolService(app_of(ctx).runs.deps).list()
+    views = PoolService(app_of(ctx).read_only().runs.deps).list()
     if as_json:
         emit_json([v.model_dump(mode="json") for v in views])
         return

@@ -23,7 +23,7 @@ def ps(
     """List live runs (all runs with --all)."""
     from launcher.core.transitions import LIVE_RUN_STATES
 
-    runs = app_of(ctx).store.list_runs(states=None if all_ else LIVE_RUN_STATES)
+    runs = app_of(ctx).read_only().store.list_runs(states=None if all_ else LIVE_RUN_STATES)
     if as_json:
         emit_json([run_view(r) for r in runs])
         return
@@ -56,6 +56,6 @@ def logs(
     ),
 ) -> None:
     """Print a run's log (agent output, secrets redacted), or with --egress what it tried to reach."""
-    for chunk in app_of(ctx).runs.read_log(run_id, egress=egress, follow=follow):
+    for chunk in app_of(ctx).read_only().runs.read_log(run_id, egress=egress, follow=follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
+import signal
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -33,6 +35,15 @@ def run(
     ),
     timeout: float = typer.Option(
         None, "--timeout", metavar="SECONDS", help="Seconds before the agent is killed (state timed-out)."
+    ),
+    grace: float = typer.Option(
+        None,
+        "--grace",
+        metavar="SECONDS",
+        min=0,
+        max=3600,
+        help="Seconds the agent gets to exit after SIGTERM (stop, timeout, Ctrl-C) before SIGKILL "
+        "(default: launcher.toml's [run] grace, 10). 0: SIGKILL at once.",
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Start in the background and print the run ID."),
     keep_worktree: bool = typer.Option(
@@ -90,7 +101,9 @@ def run(
 ) -> None:
     """Run a task's agent in its own worktree, branch and container.
 
-    Exit status: 0 when the agent exited 0; 10 failed, 11 timed out, 12 cancelled, 13 lost.
+    Exit status: 0 when the agent exited 0; 10 failed, 11 timed out, 12 cancelled (also
+    when launcher gets SIGTERM or SIGHUP, as for Ctrl-C), 13 lost, 15 unharvested (its work is
+    kept but not on its branch: the output says how to recover it with `launcher import`).
 
     Examples:
 
@@ -122,6 +135,7 @@ def run(
         network,
         image=image,
         timeout=timeout,
+        grace=grace,
         keep_worktree=keep_worktree,
         secrets=secret,
         allow=allow,
@@ -140,13 +154,49 @@ def run(
         else:
             typer.echo(record.id)
         return
+    from launcher.cli.terminal import terminal_echo
+
     service = app_.runs
     plan = service.plan(request, dict(os.environ))
     record = service.create(plan, current_owner())
     if not as_json:
         typer.echo(f"launcher: run {record.id} on branch {record.branch}", err=True)
-    record = service.execute(plan, record, echo=None if as_json else _echo)
+    echo, echo_end = terminal_echo()
+    with cancel_on_signals(plan.grace):
+        record = service.execute(plan, record, echo=None if as_json else echo)
+    if not as_json:
+        with contextlib.suppress(OSError):  # the terminal went away; the log has everything
+            echo_end()
     report(record, as_json)
+
+
+@contextlib.contextmanager
+def cancel_on_signals(grace: float) -> Iterator[None]:
+    """SIGTERM and SIGHUP (a CI runner cancelling the job, a closed terminal) end the run as Ctrl-C
+    does: the agent gets SIGTERM and its grace, the run is harvested, settled and recorded
+    cancelled. Signals after the first do not cut that short (they would leave the run half
+    settled); they are acknowledged."""
+    from launcher.errors import Interrupted
+
+    stopping = False
+
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            say(f"already stopping the run (the agent has up to {grace:g} s to exit), then cleaning up")
+            return
+        stopping = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(signal.Signals(signum).name)
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, handler) for signum in caught}
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 def run_request(task: str, command: list[str], network: str | None, **options: Any) -> RunRequest:
@@ -163,11 +213,6 @@ def run_view(run: RunRecord) -> Any:
     return RunView.of(run).model_dump(mode="json")
 
 
-def _echo(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-
-
 def report(record: RunRecord, as_json: bool) -> None:
     """The finished run (as JSON, or a few lines on stderr); exits with its state's code."""
     from launcher.errors import exit_code_of_run
@@ -179,14 +224,23 @@ def report(record: RunRecord, as_json: bool) -> None:
     commits = len(details.harvest.commits) if details.harvest else 0
     code = "" if record.exit_code is None else f", exit {record.exit_code}"
     say(f"run {record.id} {record.state.value}{code}; {commits} commit(s) on {record.branch}")
+    if details.harvest and details.harvest.refs and details.harvest.error is None:
+        say(f"kept: {', '.join(sorted(details.harvest.refs))}")
     if details.oom_killed:
         say(f"the agent was killed for running out of memory (limit {details.memory_limit})")
+    if details.log_dropped:
+        say(
+            f"the log keeps at most {details.log_max} bytes ([run] log_max): {details.log_dropped} bytes of "
+            f"output were dropped, where it says so (launcher logs {record.id})"
+        )
+    if details.log_error:
+        say(f"the log may be incomplete: {details.log_error}")
     egress = details.egress
     if egress is not None and (egress.denied or egress.allowed):
-        say(
-            f"network: reached {', '.join(egress.allowed or []) or 'nothing'}; "
-            f"refused {', '.join(egress.denied or []) or 'nothing'} (launcher logs --egress {record.id})"
-        )
+        from launcher.core.netpolicy import describe_egress
+
+        line = describe_egress(egress.allowed or [], egress.denied or [], egress.allowed_hosts, egress.denied_hosts)
+        say(f"network: {line} (launcher logs --egress {record.id})")
     for problem in details.errors or []:
         say(problem)
     for refused in details.task_changes.refused if details.task_changes else []:

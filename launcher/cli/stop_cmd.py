@@ -16,12 +16,23 @@ def register(app: typer.Typer) -> None:
 def stop(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., help="Run ID."),
+    grace: float = typer.Option(
+        None,
+        "--grace",
+        metavar="SECONDS",
+        min=0,
+        max=3600,
+        help="Seconds the agent gets to exit after SIGTERM before SIGKILL (default: the run's own --grace, "
+        "else launcher.toml's [run] grace, 10). 0: SIGKILL at once.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
-    """Stop a live run: its container is killed and the run recorded as cancelled."""
+    """Stop a live run: SIGTERM to its agent, its grace period, then SIGKILL; the run is harvested
+    and recorded as cancelled. A run that has already ended is left as it is: its state is
+    printed and the exit status is 0."""
     from launcher.adapters.procinfo import owner_alive
 
-    record = app_of(ctx).runs.stop(run_id, owner_alive)
+    record = app_of(ctx).runs.stop(run_id, owner_alive, grace=grace)
     if as_json:
         emit_json(run_view(record))
     else:

@@ -120,7 +120,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print the tasks as JSON."),
 ) -> None:
     """List tasks, oldest first."""
-    app_ = app_of(ctx)
+    app_ = app_of(ctx).read_only()
     report_adoption(app_.reconcile(full=True))
     tasks = app_.tasks.list_tasks(status)
     if as_json:
@@ -139,7 +139,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the task and its history as JSON."),
 ) -> None:
     """Show a task with its status history and runs."""
-    app_ = app_of(ctx)
+    app_ = app_of(ctx).read_only()
     report_adoption(app_.reconcile(full=True))
     task = app_.tasks.get(task_id)
     history = app_.tasks.history(task.id)

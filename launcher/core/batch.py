@@ -28,13 +28,14 @@ from launcher.errors import LauncherError
 from launcher.models import RunOwner, RunRecord, TaskRecord
 
 COORDINATOR_RETRIES = 5
-FINISHED = frozenset({RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED})
+FINISHED = frozenset({RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED, RunState.UNHARVESTED})
 
 
 class BatchOptions(BaseModel):
     parallel: int = Field(default=1, ge=1, le=64)
     retries: int = Field(default=2, ge=0, le=20, description="extra attempts after an infrastructure failure")
     timeout: float | None = Field(default=None, gt=0)
+    grace: float | None = Field(default=None, ge=0, le=3600, description="seconds from SIGTERM to SIGKILL")
     watch: bool = False
     lease_seconds: float = Field(default=60.0, gt=0)
     poll_seconds: float = Field(default=2.0, gt=0)
@@ -221,6 +222,7 @@ class Batch:
         request = RunRequest(
             task=task.id,
             timeout=o.timeout,
+            grace=o.grace,
             network=o.network,
             allow=o.allow,
             presets=o.presets,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from launcher.core import labels
 from launcher.core.netpolicy import EgressPolicy, EgressSummary, policy_document, summarise_decisions
@@ -114,6 +113,8 @@ class RunEgress:
         self.files.write_policy(
             run.id, policy_document(policy, run.id, subnet.cidr, key_values, self.files.log_name(run.id))
         )
+        # The proxy the slot was warmed with may have exited for want of runs meanwhile.
+        self.networks.attach_proxy(network.name, subnet.proxy_ip)
 
     def close_slot(self, slot_id: str, problems: list[str]) -> None:
         """Tear down a slot's network that no run took."""
@@ -133,12 +134,17 @@ class RunEgress:
         if recorded is None:
             return None
         name = recorded.network or self.network_name(run.id)
-        decisions: list[dict[str, Any]] = []
+        log = str(decision_log)
+        summary: list[EgressSummary] = []
         steps: list[tuple[str, Callable[[], object]]] = [
             # Removing the network disconnects its members, the proxy among them.
             ("network removal", lambda: self.networks.remove_network(name)),
             ("policy removal", lambda: self.files.remove_policy(run.id)),
-            ("decision log", lambda: decisions.extend(self.files.take_log(run.id, decision_log))),
+            # The log moves whole; the record keeps only its summary (counts, the top hosts).
+            (
+                "decision log",
+                lambda: summary.append(summarise_decisions(self.files.take_log(run.id, decision_log), log)),
+            ),
             ("subnet release", lambda: self.store.release_subnet(run.id)),
         ]
         for what, step in steps:
@@ -146,7 +152,8 @@ class RunEgress:
                 step()
             except (LauncherError, OSError) as exc:
                 problems.append(f"egress {what}: {exc}")
-        return summarise_decisions(decisions, str(decision_log) if decision_log.exists() else None)
+        found = summary[0] if summary else summarise_decisions([], log)
+        return found.model_copy(update={"log": log if decision_log.exists() else None})
 
     def _labels(self, run: RunRecord, subnet: RunSubnet) -> dict[str, str]:
         return {**labels.for_run(self.root, run.id, run.task_id, kind="run-network"), **_subnet_labels(subnet)}

@@ -2,11 +2,13 @@
 
 Everything launcher creates carries its run ID (container labels, folder names), so gc works
 from the coordinator's records and labels, never from name patterns alone, and removes only
-what belongs to this case root.
+what belongs to this case root. Folders in particular: only those launcher marked as it made
+them (``RunDeps.marks``), whatever ``worktrees_dir`` points at.
 """
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -179,51 +181,89 @@ class GarbageCollector:
             )
 
     def _remove_stray_folders(self, report: GcReport) -> None:
-        for folder_kind, parent in (
-            ("worktree", self.deps.worktrees_dir),
-            ("sandbox", self.deps.state_dir / "sandboxes"),
-        ):
-            if not parent.is_dir():
-                continue
-            for entry in sorted(parent.iterdir()):
-                if entry.name == ".pool" and folder_kind == "worktree":
-                    self._remove_stray_pool_worktrees(report, entry)
-                    continue
-                if entry.name.startswith(TRASH_PREFIX) and folder_kind == "worktree":
-                    self._empty_trash(report, entry)
-                    continue
-                run = self._run_or_none(entry.name)
-                if run is not None and run.state not in TERMINAL_RUN_STATES:
-                    continue
-                if folder_kind == "worktree" and run is not None and run.details.keep_worktree:
-                    continue
-                why = "no run owns it" if run is None else f"its run is {run.state.value}"
-                self._act(
-                    report,
-                    GcAction(kind=f"remove-{folder_kind}", target=str(entry), reason=why),
-                    partial(self._remove_folder, entry, run, folder_kind),
-                )
+        """Worktrees, warm slots' worktrees and sandbox folders no live run needs.
 
-    def _remove_stray_pool_worktrees(self, report: GcReport, parent: Path) -> None:
-        for entry in sorted(parent.iterdir()):
-            if entry.name in self._slots_in_service:
+        Only folders launcher marked as it made them are looked at (``deps.marks``): whatever
+        else is in the worktrees folder, however it is named, is never listed nor removed, and
+        a symlink is never a marked folder. A mark whose folder is gone is forgotten quietly.
+        """
+        marks = self.deps.marks
+        sandboxes = self.deps.state_dir / "sandboxes"
+        for path in marks.marked():
+            sandbox = path.parent == sandboxes
+            found = self._marked_folder(path, retired=not sandbox)
+            if found is None:
+                if not report.dry_run:
+                    marks.forget(path)
                 continue
+            if sandbox:
+                self._consider_folder(report, path, found, "sandbox", path.name)
+            elif path.parent.name == ".pool":
+                self._consider_slot_worktree(report, path, found)
+            else:
+                self._consider_folder(report, path, found, "worktree", path.name)
+
+    def _marked_folder(self, path: Path, *, retired: bool) -> Path | None:
+        """Where the folder launcher made at ``path`` is now: there, or (a worktree, ``retired``)
+        in the trash folder a retirement a killed launcher did not finish moved it to; None when
+        it is gone."""
+        marks = self.deps.marks
+        if marks.is_made(path):
+            return path
+        if path.exists() or path.is_symlink() or not retired:
+            return None  # gone, or something else is there now: never launcher's to remove
+        prefix = f"{TRASH_PREFIX}{path.name}-"
+        for parent in sorted({path.parent, self.deps.worktrees_dir}):
+            for candidate in sorted(parent.glob(glob.escape(prefix) + "*")):
+                if marks.is_made(path, now_at=candidate):
+                    return candidate
+        return None
+
+    def _consider_folder(self, report: GcReport, mark: Path, found: Path, kind: str, run_id: str) -> None:
+        trashed = found != mark
+        if trashed:
+            may_go, why = self._settled(run_id)
+            if not may_go or run_id in self._slots_in_service:
+                return
             self._act(
                 report,
-                GcAction(kind="remove-worktree", target=str(entry), reason="its pool slot is gone"),
-                partial(self._remove_folder, entry, None, "worktree"),
+                GcAction(kind=f"remove-{kind}", target=str(found), reason=f"left half-deleted; {why}"),
+                partial(self._remove_trash, mark, found),
             )
+            return
+        run = self._run_or_none(run_id)
+        if run is not None and run.state not in TERMINAL_RUN_STATES:
+            return
+        if kind == "worktree" and run is not None and run.details.keep_worktree:
+            return
+        why = "no run owns it" if run is None else f"its run is {run.state.value}"
+        self._act(
+            report,
+            GcAction(kind=f"remove-{kind}", target=str(found), reason=why),
+            partial(self._remove_folder, found, run, kind),
+        )
 
-    def _empty_trash(self, report: GcReport, entry: Path) -> None:
+    def _consider_slot_worktree(self, report: GcReport, mark: Path, found: Path) -> None:
+        slot_id = mark.name
+        if slot_id in self._slots_in_service:
+            return
+        if found != mark:
+            self._act(
+                report,
+                GcAction(kind="remove-worktree", target=str(found), reason="left half-deleted; its pool slot is gone"),
+                partial(self._remove_trash, mark, found),
+            )
+            return
+        self._act(
+            report,
+            GcAction(kind="remove-worktree", target=str(found), reason="its pool slot is gone"),
+            partial(self._remove_folder, found, None, "worktree"),
+        )
+
+    def _remove_trash(self, mark: Path, trash: Path) -> None:
         """A worktree taken out of its repository whose deletion a killed launcher did not finish."""
-        holder = entry.name.removeprefix(TRASH_PREFIX).rsplit("-", 1)[0]
-        may_go, why = self._settled(holder)
-        if may_go and holder not in self._slots_in_service:
-            self._act(
-                report,
-                GcAction(kind="remove-worktree", target=str(entry), reason=f"left half-deleted; {why}"),
-                partial(self.deps.workspace.remove_tree, entry),
-            )
+        self.deps.workspace.remove_tree(trash)
+        self.deps.marks.forget(mark)
 
     def _settled(self, run_id: str | None) -> tuple[bool, str]:
         """Whether what belongs to ``run_id`` may go, and why."""
@@ -283,8 +323,10 @@ class GarbageCollector:
         repo = self.deps.recorded_repo(run) if run is not None and kind == "worktree" else None
         if repo is not None:
             retire_folder(self.deps, repo, path)
+            self.deps.marks.forget(path)
             return
         self.deps.workspace.remove_tree(path)
+        self.deps.marks.forget(path)
         if kind == "worktree":
             # Whose worktree it was is unknown: every repository forgets it if it knew it.
             for candidate in self._known_repos():

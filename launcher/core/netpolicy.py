@@ -9,7 +9,10 @@ and IP literals are refused here already.
 
 from __future__ import annotations
 
+import heapq
+import ipaddress
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -117,16 +120,29 @@ def parse_host(text: str, *, what: str) -> str:
 
 
 def parse_allow(text: str) -> AllowRule:
-    if text.count(":") > 1 or text.strip().startswith("["):
+    stripped = text.strip()
+    if stripped.startswith("[") or _is_ipv6_literal(stripped):
         raise InvalidInputError(f"--allow {text!r}: IP addresses are refused; name the host")
-    # Hosts are names, never IPv6 literals, so the first colon starts the port.
-    host, sep, port_text = text.strip().partition(":")
+    # Hosts are names, never IPv6 literals (refused above), so the first colon starts the port
+    # and everything after it is the port: `host:443:1` is a bad port, not an address.
+    host, sep, port_text = stripped.partition(":")
     port: int | None = None
     if sep:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise InvalidInputError(f"--allow {text!r}: the port must be a number from 1 to 65535")
+        # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+            raise InvalidInputError(
+                f"--allow {text!r}: the port must be one number from 1 to 65535 (HOST or HOST:PORT)"
+            )
         port = int(port_text)
     return AllowRule(host=parse_host(host, what="--allow"), port=port)
+
+
+def _is_ipv6_literal(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_api_key(text: str) -> ApiKeyRoute:
@@ -255,21 +271,69 @@ def agent_environment(policy: EgressPolicy, proxy_ip: str) -> tuple[dict[str, st
     return env, git_config
 
 
+# What a run's record keeps of its network decisions: counts and the most frequent hosts. The
+# log itself (one line per decision) stays in the run's folder: a run that tries 50,000 names
+# must not make its record, and every line of `launcher ps --json`, megabytes long.
+TOP_HOSTS = 20
+# Distinct hosts counted one by one; past this many a run's summary counts the rest only in
+# its totals, so summarising a hostile log takes bounded memory.
+MAX_COUNTED_HOSTS = 100_000
+
+
 class EgressSummary(BaseModel):
     """What `launcher run --json` says about a run's network traffic."""
 
     decisions: int = 0
     allowed: list[str] = Field(default_factory=list)
     denied: list[str] = Field(default_factory=list)
+    allowed_decisions: int = 0
+    denied_decisions: int = 0
+    allowed_hosts: int = 0
+    denied_hosts: int = 0
+    hosts_capped: bool = False
     log: str | None = None
 
 
 def summarise_decisions(decisions: Iterable[Mapping[str, Any]], log: str | None) -> EgressSummary:
-    allowed: set[str] = set()
-    denied: set[str] = set()
-    count = 0
+    """Totals, distinct ``host:port`` counts and the TOP_HOSTS most frequent of each kind."""
+    counts: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
+    totals = {True: 0, False: 0}
+    capped = False
     for line in decisions:
-        count += 1
+        allowed = line.get("decision") == "allow"
+        totals[allowed] += 1
         target = f"{line.get('host')}:{line.get('port')}"
-        (allowed if line.get("decision") == "allow" else denied).add(target)
-    return EgressSummary(decisions=count, allowed=sorted(allowed), denied=sorted(denied), log=log)
+        seen = counts[allowed]
+        if target in seen or len(counts[True]) + len(counts[False]) < MAX_COUNTED_HOSTS:
+            seen[target] += 1
+        else:
+            capped = True
+    return EgressSummary(
+        decisions=totals[True] + totals[False],
+        allowed=_most_frequent(counts[True]),
+        denied=_most_frequent(counts[False]),
+        allowed_decisions=totals[True],
+        denied_decisions=totals[False],
+        allowed_hosts=len(counts[True]),
+        denied_hosts=len(counts[False]),
+        hosts_capped=capped,
+        log=log,
+    )
+
+
+def _most_frequent(counts: Counter[str]) -> list[str]:
+    # Most frequent first; equally frequent ones by name, so the record does not depend on order.
+    return [target for target, _ in heapq.nsmallest(TOP_HOSTS, counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def describe_egress(allowed: list[str], denied: list[str], allowed_hosts: int | None, denied_hosts: int | None) -> str:
+    """One line for `launcher run`'s report: what a run reached and was refused, never all of it."""
+
+    def part(verb: str, shown: list[str], total: int | None) -> str:
+        if not shown:
+            return f"{verb} nothing"
+        listed = shown[:5]
+        more = max(total or len(shown), len(shown)) - len(listed)
+        return f"{verb} {', '.join(listed)}" + (f" and {more} more" if more else "")
+
+    return f"{part('reached', allowed, allowed_hosts)}; {part('refused', denied, denied_hosts)}"

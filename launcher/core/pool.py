@@ -169,7 +169,8 @@ class PoolService:
         paths = RunPaths(slot_id, self.slots.worktree_of(slot_id), folder, folder / "record")
         try:
             owner_uid, owner_gid = repo.owner_ids
-            ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
+            with deps.marks.making(paths.worktree):
+                ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
             repo.add_detached_worktree(paths.worktree, slot.base_sha)
             ws.write_private_git_dir(
                 paths,
@@ -180,6 +181,7 @@ class PoolService:
                     object_format=repo.config_get("extensions.objectformat"),
                     user_name="launcher agent",
                     user_email=agent_email(slot_id),
+                    shallow_file=repo.git_dir / "shallow",
                 ),
             )
             ws.write_tasks_scaffold(paths, deps.tasks_dir)

@@ -74,3 +74,6 @@ class PrivateGitSpec:
     user_name: str
     user_email: str
     sparse_patterns: str | None = None  # git's cone patterns (launcher.core.sparse); None: everything
+    # The repository's `shallow` file (a shallow clone's history ends at the commits it lists);
+    # copied into the private git dir when it exists, or git there walks into missing parents.
+    shallow_file: Path | None = None

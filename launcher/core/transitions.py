@@ -70,9 +70,13 @@ class RunState(StrEnum):
     TIMED_OUT = "timed-out"
     CANCELLED = "cancelled"
     LOST = "lost"  # the launcher that owned it died; settled by gc
+    # Its work could not all be put on its branch and refs (bundle over the cap, corrupt or
+    # refused; HEAD not on its base; the branch moved by someone else): all of it is kept
+    # (bundle, refs, worktree) and `launcher import` recovers it. A failure, whatever the agent did.
+    UNHARVESTED = "unharvested"
 
 
 TERMINAL_RUN_STATES = frozenset(
-    {RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED, RunState.LOST}
+    {RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED, RunState.LOST, RunState.UNHARVESTED}
 )
 LIVE_RUN_STATES = frozenset({RunState.CREATED, RunState.PREPARING, RunState.RUNNING})

@@ -18,6 +18,8 @@ policy
     the per-run policy files and their allow rules (the file format is documented there)
 server
     the asyncio proxy
+idle
+    exiting when no run needs the proxy, in step with a launcher starting one
 __main__
     the command line
 """

@@ -2,6 +2,7 @@
 
     egress-proxy --policies DIR --logs DIR [--listen HOST:PORT] [--public-cidr CIDR]...
                  [--deny-addr IP]... [--ca-file FILE] [--connect-timeout SECONDS]
+                 [--idle-exit SECONDS]
 
 Run on the host as ``python -m launcher.egress``; in the proxy's container, where this package
 is mounted as ``egress`` under a folder that is not on ``sys.path`` (see
@@ -18,6 +19,7 @@ import signal
 import sys
 
 from .addresses import judged_as
+from .idle import IdleExit
 from .server import Config, EgressProxy
 
 
@@ -35,7 +37,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def parse_args(argv: list[str] | None) -> tuple[Config, str, int]:
+def parse_args(argv: list[str] | None) -> tuple[Config, str, int, float | None]:
     parser = argparse.ArgumentParser(prog="egress-proxy", description="launcher's egress proxy")
     parser.add_argument("--listen", type=_listen, default=("0.0.0.0", 3128), help="HOST:PORT (default 0.0.0.0:3128)")  # noqa: S104
     parser.add_argument("--policies", required=True, help="directory of per-run policy files (*.json)")
@@ -56,6 +58,13 @@ def parse_args(argv: list[str] | None) -> tuple[Config, str, int]:
     )
     parser.add_argument("--ca-file", help="extra CA bundle trusted for API-key upstreams")
     parser.add_argument("--connect-timeout", type=_positive, default=10.0, help="seconds (default 10)")
+    parser.add_argument(
+        "--idle-exit",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="exit (status 0) after SECONDS with no policy file and no connection (default: never)",
+    )
     args = parser.parse_args(argv)
     for option in ("policies", "logs"):
         if not os.path.isdir(getattr(args, option)):
@@ -69,11 +78,11 @@ def parse_args(argv: list[str] | None) -> tuple[Config, str, int]:
         connect_timeout=args.connect_timeout,
     )
     host, port = args.listen
-    return config, host, port
+    return config, host, port, args.idle_exit
 
 
-async def serve(config: Config, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve(config: Config, host: str, port: int, idle_exit: float | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, or until idle for ``idle_exit`` seconds (see idle.py)."""
     proxy = EgressProxy(config)
     server = await proxy.start(host, port)
     stop = asyncio.Event()
@@ -82,14 +91,21 @@ async def serve(config: Config, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     bound = server.sockets[0].getsockname()
     print(f"egress proxy listening on {bound[0]}:{bound[1]}", file=sys.stderr, flush=True)
-    await stop.wait()
+    # Kept referenced while serving (the loop holds tasks weakly); it holds the exit lock after.
+    idle = IdleExit(config.logs, idle_exit, proxy.idle) if idle_exit is not None else None
+    watcher = asyncio.ensure_future(idle.wait()) if idle is not None else None
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([f for f in (stopping, watcher) if f is not None], return_when=asyncio.FIRST_COMPLETED)
+    for future in (stopping, watcher):
+        if future is not None:
+            future.cancel()
     await proxy.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, host, port = parse_args(argv)
+    config, host, port, idle_exit = parse_args(argv)
     try:
-        asyncio.run(serve(config, host, port))
+        asyncio.run(serve(config, host, port, idle_exit))
     except OSError as exc:
         print(f"egress proxy: {exc}", file=sys.stderr)
         return 1

@@ -182,6 +182,10 @@ class PolicyStore:
             print(f"egress proxy: policy {name}: log is not a plain file name; logging to stderr", file=sys.stderr)
         return policy
 
+    def __len__(self) -> int:
+        """How many policy files the last refresh found (unreadable ones too: a run is there)."""
+        return len(self._files)
+
     def find(self, local: str, peer: str) -> Policy | None:
         """The policy whose subnet holds both addresses (the most specific, if several do)."""
         local_ip, peer_ip = normalised(local), normalised(peer)

@@ -131,6 +131,11 @@ class EgressProxy:
         self._servers.append(server)
         return server
 
+    def idle(self) -> bool:
+        """No run has a policy here and no connection is open: nothing would miss the proxy."""
+        self.policies.refresh()
+        return not self._tasks and not len(self.policies)
+
     async def close(self) -> None:
         for server in self._servers:
             server.close()

@@ -49,10 +49,17 @@ class EgressDetails(Recorded):
     network: str | None = None
     subnet: str | None = None
     proxy_ip: str | None = None
-    decisions: int | None = None
-    allowed: list[str] | None = None
-    denied: list[str] | None = None
-    log: str | None = Field(default=None, description="the settled decision log")
+    decisions: int | None = Field(default=None, description="every decision the proxy made for the run")
+    allowed: list[str] | None = Field(default=None, description="the 20 most frequent allowed HOST:PORT")
+    denied: list[str] | None = Field(default=None, description="the 20 most frequent refused HOST:PORT")
+    allowed_decisions: int | None = None
+    denied_decisions: int | None = None
+    allowed_hosts: int | None = Field(default=None, description="how many distinct HOST:PORT were allowed")
+    denied_hosts: int | None = Field(default=None, description="how many distinct HOST:PORT were refused")
+    hosts_capped: bool | None = Field(
+        default=None, description="more distinct hosts than were counted one by one (100,000)"
+    )
+    log: str | None = Field(default=None, description="the settled decision log: every decision, one JSON line each")
 
 
 class CommitInfo(BaseModel):
@@ -70,13 +77,34 @@ class DiffSummary(Recorded):
 
 
 class HarvestDetails(Recorded):
-    """What the host took from the run's bundle onto its branch."""
+    """What the host took from the run's bundle: onto its branch, and kept under its own refs."""
 
     commits: list[CommitInfo] = Field(default_factory=list)
     tip: str | None = None
     diff: DiffSummary | None = None
     warnings: list[str] = Field(default_factory=list)
     error: str | None = Field(default=None, description="why the harvest could not complete")
+    refs: dict[str, str] = Field(
+        default_factory=dict,
+        description="the run's other branches, tags and stashes, kept in the repository under "
+        "refs/launcher/runs/<run-id>/ (ref -> object)",
+    )
+    wip: str | None = Field(
+        default=None, description="the ref of the commit on HEAD holding the run's uncommitted and untracked work"
+    )
+    rewritten: dict[str, str] = Field(
+        default_factory=dict, description="commits the branch holds without their .case/ changes (original -> new)"
+    )
+    bundle: str | None = Field(default=None, description="where the run's bundle is kept (host-only)")
+    kept_worktree: str | None = Field(
+        default=None, description="the agent's worktree, left as it was: its content is not captured elsewhere"
+    )
+    kept_sandbox: str | None = Field(
+        default=None, description="the run's private git dir and out/ as it left them (their objects are nowhere else)"
+    )
+    recover: list[str] = Field(default_factory=list, description="how to get the work of an unharvested run")
+    ending: str | None = Field(default=None, description="how the agent ended, for a run recorded unharvested")
+    imported: str | None = Field(default=None, description="the branch `launcher import` put the work on")
 
 
 class TaskChangeReport(BaseModel):
@@ -159,6 +187,7 @@ class RunDetails(Recorded):
     secrets: list[str] | None = Field(default=None, description="names only, never values")
     repo: str | None = Field(default=None, description="the repository's top level on the launcher's host")
     log: str | None = Field(default=None, description="the run's output, secrets redacted")
+    grace: float | None = Field(default=None, description="seconds from SIGTERM to SIGKILL when it is stopped")
     # prepared
     task_snapshot: dict[str, Any] | None = Field(default=None, description="the task document the run started from")
     task_version: int | None = None
@@ -168,6 +197,12 @@ class RunDetails(Recorded):
     # ran
     oom_killed: bool | None = None
     memory_limit: str | None = None
+    output_bytes: int | None = Field(default=None, description="bytes the agent wrote (stdout and stderr)")
+    log_dropped: int | None = Field(
+        default=None, description="bytes of output left out of the log (marked where), over log_max"
+    )
+    log_max: int | None = Field(default=None, description="the log's size cap, when it dropped output")
+    log_error: str | None = Field(default=None, description="why the log may lack some of the output")
     # settled
     infrastructure_failure: bool | None = Field(default=None, description="the machinery failed, not the agent")
     harvest: HarvestDetails | None = None

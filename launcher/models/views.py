@@ -18,9 +18,14 @@ class EgressView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     decisions: int | None = None
-    allowed: list[str] | None = None
-    denied: list[str] | None = None
-    log: str | None = None
+    allowed: list[str] | None = Field(default=None, description="the most frequent allowed HOST:PORT (at most 20)")
+    denied: list[str] | None = Field(default=None, description="the most frequent refused HOST:PORT (at most 20)")
+    allowed_decisions: int | None = None
+    denied_decisions: int | None = None
+    allowed_hosts: int | None = Field(default=None, description="distinct HOST:PORT allowed")
+    denied_hosts: int | None = Field(default=None, description="distinct HOST:PORT refused")
+    hosts_capped: bool | None = None
+    log: str | None = Field(default=None, description="every decision, one JSON line each")
 
 
 class RunView(RunRecord):
@@ -33,7 +38,7 @@ class RunView(RunRecord):
     def of(cls, run: RunRecord) -> RunView:
         recorded = run.details.egress
         egress = (
-            EgressView(decisions=recorded.decisions, allowed=recorded.allowed, denied=recorded.denied, log=recorded.log)
+            EgressView.model_validate({name: getattr(recorded, name) for name in EgressView.model_fields})
             if recorded is not None
             else None
         )

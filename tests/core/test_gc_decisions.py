@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +55,14 @@ def _container(world: FakeWorld, run_id: str, kind: labels.Kind = "run") -> str:
     return world.sandbox.create(spec)
 
 
+def _made(world: FakeWorld, path: Path) -> Path:
+    """A folder as launcher makes one: marked as it is made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with world.deps.marks.making(path):
+        path.mkdir()
+    return path
+
+
 def _alive_unless_dead(owner: RunOwner | None) -> bool | None:
     return owner is not None and owner.host != "dead"
 
@@ -96,7 +106,7 @@ def test_a_container_of_an_unknown_run_is_removed(world: FakeWorld) -> None:
 def test_a_dry_run_reports_and_changes_nothing(world: FakeWorld) -> None:
     run = _live_run(world, "dead")
     container = _container(world, run.id)
-    (world.deps.worktrees_dir / "stray").mkdir(parents=True)
+    _made(world, world.deps.worktrees_dir / "stray")
     report = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=True)
     kinds = {kind for kind, _ in _kinds(report)}
     assert {"settle-run", "remove-container", "remove-worktree"} <= kinds
@@ -113,7 +123,7 @@ def test_folders_are_removed_unless_their_run_lives_or_kept_its_worktree(world: 
     done = _live_run(world, "alive")
     world.store.update_run(done.id, state=RunState.FAILED)
     for run_id in (live.id, kept.id, done.id, "nobody-9.1"):
-        (world.deps.worktrees_dir / run_id).mkdir(parents=True)
+        _made(world, world.deps.worktrees_dir / run_id)
     GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
     left = sorted(p.name for p in world.deps.worktrees_dir.iterdir())
     assert left == sorted([live.id, kept.id]), "what gc took out of a repository, it deleted"
@@ -124,7 +134,126 @@ def test_half_deleted_worktrees_of_ended_runs_are_emptied_and_a_live_ones_kept(w
     done = _live_run(world, "alive")
     world.store.update_run(done.id, state=RunState.EXITED)
     for holder in (live.id, done.id, "p0123456789"):
-        (world.deps.worktrees_dir / f".trash-{holder}-0badcafe" / "src").mkdir(parents=True)
+        # A worktree launcher made, moved aside by a retirement that was killed halfway.
+        made = _made(world, world.deps.worktrees_dir / holder)
+        (made / "src").mkdir()
+        made.rename(world.deps.worktrees_dir / f".trash-{holder}-0badcafe")
     GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
     left = sorted(p.name for p in world.deps.worktrees_dir.iterdir() if p.name.startswith(".trash-"))
     assert left == [f".trash-{live.id}-0badcafe"]
+
+
+# -- only folders launcher made and marked ---------------------------------------------------
+
+
+def _plant(world: FakeWorld, tmp_path: Path, done_id: str) -> dict[str, Path]:
+    """What a user (or anything but launcher) put in the worktrees folder, named like launcher's."""
+    top = world.deps.worktrees_dir
+    top.mkdir(parents=True, exist_ok=True)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "precious").mkdir(parents=True)
+    (elsewhere / "precious" / "data.txt").write_text("keep me\n")
+    planted = {
+        "folder": top / "planted",
+        "like-a-run": top / done_id,
+        "like-a-slot": top / ".pool" / "p0123456789",
+        "like-trash": top / f".trash-{done_id}-0badcafe",
+        "sandbox": world.deps.state_dir / "sandboxes" / done_id,
+    }
+    for path in planted.values():
+        (path / "inside").mkdir(parents=True)
+        (path / "inside" / "file.txt").write_text("not launcher's\n")
+    planted["symlink"] = top / "link"
+    planted["symlink"].symlink_to(elsewhere, target_is_directory=True)
+    planted["elsewhere"] = elsewhere
+    return planted
+
+
+def test_gc_never_lists_or_removes_a_folder_launcher_did_not_make(world: FakeWorld, tmp_path: Path) -> None:
+    done = _live_run(world, "alive")
+    world.store.update_run(done.id, state=RunState.FAILED)
+    planted = _plant(world, tmp_path, done.id)
+    dry = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=True)
+    real = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+    for report in (dry, real):
+        named = " ".join(a.target for a in report.actions)
+        assert not [p for p in planted.values() if str(p) in named], report.actions
+    for path in planted.values():
+        assert path.exists(), f"gc removed {path}"
+    assert (planted["elsewhere"] / "precious" / "data.txt").read_text() == "keep me\n"
+    assert planted["symlink"].is_symlink()
+    assert (planted["folder"] / "inside" / "file.txt").is_file()
+
+
+def test_a_folder_put_where_launcher_made_one_is_not_launchers(world: FakeWorld) -> None:
+    done = _live_run(world, "alive")
+    world.store.update_run(done.id, state=RunState.EXITED)
+    path = _made(world, world.deps.worktrees_dir / done.id)
+    path.rmdir()
+    path.mkdir()  # same path, another folder (another inode): somebody else's now
+    (path / "theirs.txt").write_text("x")
+    report = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+    assert report.actions == []
+    assert (path / "theirs.txt").is_file()
+    # ... and the mark, naming a folder that is gone, is forgotten without a word.
+    assert world.deps.marks.marked() == []
+
+
+def test_a_marked_folder_replaced_by_a_symlink_is_never_followed(world: FakeWorld, tmp_path: Path) -> None:
+    done = _live_run(world, "alive")
+    world.store.update_run(done.id, state=RunState.EXITED)
+    path = _made(world, world.deps.worktrees_dir / done.id)
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "keep.txt").write_text("keep")
+    path.rmdir()
+    path.symlink_to(target, target_is_directory=True)
+    report = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+    assert report.actions == []
+    assert path.is_symlink()
+    assert (target / "keep.txt").read_text() == "keep"
+
+
+def test_launchers_own_strays_are_still_removed_and_their_marks_forgotten(world: FakeWorld) -> None:
+    done = _live_run(world, "alive")
+    world.store.update_run(done.id, state=RunState.FAILED)
+    worktree = _made(world, world.deps.worktrees_dir / done.id)
+    (worktree / "work.txt").write_text("the agent's")
+    sandbox = _made(world, world.deps.state_dir / "sandboxes" / done.id)
+    slot = _made(world, world.deps.worktrees_dir / ".pool" / "p0123456789")
+    report = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+    assert sorted(a.kind for a in report.actions) == ["remove-sandbox", "remove-worktree", "remove-worktree"]
+    assert report.errors == []
+    assert not worktree.exists()
+    assert not sandbox.exists()
+    assert not slot.exists()
+    assert world.deps.marks.marked() == []
+    assert GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False).actions == []
+
+
+def _killed_while_making(marks_dir: Path, path: Path) -> None:
+    """A launcher killed right after its mkdir, before the folder's mark was completed."""
+    script = (
+        "import os, sys; from pathlib import Path; from launcher.adapters.folder_marks import FolderMarks\n"
+        "path = Path(sys.argv[2])\n"
+        "with FolderMarks(Path(sys.argv[1])).making(path):\n"
+        "    path.mkdir()\n"
+        "    os._exit(9)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(marks_dir), str(path)], check=False, timeout=60)
+    assert done.returncode == 9
+
+
+def test_a_folder_launcher_was_killed_making_is_removed_only_while_empty(world: FakeWorld) -> None:
+    done = _live_run(world, "alive")
+    world.store.update_run(done.id, state=RunState.FAILED)
+    other = _live_run(world, "alive")
+    world.store.update_run(other.id, state=RunState.FAILED)
+    empty, filled = world.deps.worktrees_dir / done.id, world.deps.worktrees_dir / other.id
+    empty.parent.mkdir(parents=True)
+    for path in (empty, filled):
+        _killed_while_making(world.deps.state_dir / "marks", path)
+    (filled / "somebody.txt").write_text("x")
+    GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+    assert not empty.exists()
+    assert (filled / "somebody.txt").is_file(), "an unproven folder that is not empty stays"

@@ -58,6 +58,9 @@ def test_allow_entries_parse_to_rules(text: str, rule: AllowRule) -> None:
         ("a.*.example.com", "not a host name"),
         ("example.com:0", "port"),
         ("example.com:http", "port"),
+        # Once answered "IP addresses are refused": a host with two colons is a bad port.
+        ("x.com:443:1", "the port must be one number from 1 to 65535"),
+        ("x.com:\u00b2", "the port must be one number"),
         ("", "not a host name"),
         ("x" * 64 + ".com", "not a host name"),
         # Once accepted here, and then the proxy ignored the run's whole policy over them.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runs"))
 
-from runkit import make_repo
+from runkit import git, make_repo
 
 HARDCODED_ROOT = "/Users/alice/dev/case"
 
@@ -198,4 +198,8 @@ def build_harness(top: Path) -> Path:
     (root / "AGENTS.md").write_text(f"Read {HARDCODED_ROOT}/docs/guide.md first.\n")
     (root / "docs").mkdir()
     (root / "docs" / "guide.md").write_text("Be careful.\n")
+    # case is a git checkout: what it tracks is what its runs see of it.
+    git("init", "-q", "-b", "main", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "the harness", cwd=root)
     return root

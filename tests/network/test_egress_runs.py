@@ -187,6 +187,7 @@ def test_bad_network_options_are_refused_before_anything_is_created(egress_case:
         (["--allow", "10.0.0.1"], "IP addresses are refused"),
         (["--allow", "exa mple.com"], "not a host name"),
         (["--allow", "example.com:99999"], "port"),
+        (["--allow", "x.com:443:1"], "the port must be one number from 1 to 65535"),
         (["--preset", "nope"], "no such preset"),
         (["--network", "wide"], "choose none, allowlist or open"),
         (["--network", "none", "--allow", "example.com"], "no effect"),

@@ -128,8 +128,14 @@ def test_hostile_agent_changes_only_its_own_branch(case: Case, shared_dir: Path)
     after = ref_map(repo)
     run = case.run_record(run_id_of(result.stderr))
     mine = f"refs/heads/{run['branch']}"
-    assert {k: v for k, v in after.items() if k != mine} == before
+    kept = f"refs/launcher/runs/{run['id']}/"
+    assert {k: v for k, v in after.items() if k != mine and not k.startswith(kept)} == before
     assert repo_git(repo, "log", "-1", "--format=%s", mine).strip() == "evil"
+    # What it did to its copies of other branches is kept, under its own refs only.
+    assert {k: v for k, v in after.items() if k.startswith(kept)} == {
+        f"{kept}heads/main": after[mine],
+        f"{kept}heads/other-run-branch": after[mine],
+    }
     assert head_of(repo, "main") == before["refs/heads/main"]
     assert repo_git(repo, "status", "--porcelain=v2", "--branch") == checkout_before
     fsck_clean(repo)

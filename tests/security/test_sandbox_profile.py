@@ -39,7 +39,8 @@ for sock in /var/run/docker.sock /run/docker.sock; do
     if [ -e "$sock" ]; then echo "FACT socket $sock=present"; else echo "FACT socket $sock=absent"; fi
 done
 if [ -e /case/.launcher/state.db ]; then echo "FACT state_db=visible"; else echo "FACT state_db=hidden"; fi
-echo "FACT launcher_dir=$(ls -A /case/.launcher 2>&1 | tr '\n' ';')"
+if [ -e /case/.launcher ]; then echo "FACT launcher_dir=$(ls -A /case/.launcher 2>&1 | tr '\n' ';')"
+else echo "FACT launcher_dir=absent"; fi
 echo "FACT tasks_active=$(ls -A /case/tasks/active 2>&1 | tr '\n' ';')"
 if [ -e "/case/tasks/active/$OTHER_TASK.task.json" ]; then echo "FACT other_task=visible"
 else echo "FACT other_task=hidden"; fi
@@ -75,7 +76,7 @@ def test_container_runs_unprivileged_and_sees_only_its_own_task(case: Case, git_
     assert seen["socket /run/docker.sock"] == "absent"
     # The case root is there, read-only, without the state store or launcher's folders.
     assert seen["state_db"] == "hidden"
-    assert seen["launcher_dir"] == ""
+    assert seen["launcher_dir"] == "absent", "launcher's folder is not even an empty mount point"
     assert seen["case_root"] == "read-only"
     # Only the run's own task files under /case/tasks/active.
     assert set(seen["tasks_active"].rstrip(";").split(";")) == {f"{mine}.task.json", f"{mine}.md"}

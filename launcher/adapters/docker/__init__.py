@@ -20,7 +20,11 @@ def install_entry_script(state_dir: Path) -> Path:
     a container (a build box), its package files are not on the host, but the case root is
     mounted at the same path in both, so the script must live there.
     """
-    return install_file(state_dir / "bin" / "entry.sh", entry_script_text())
+    return install_file(entry_script_path(state_dir), entry_script_text())
+
+
+def entry_script_path(state_dir: Path) -> Path:
+    return state_dir / "bin" / "entry.sh"
 
 
 def egress_proxy_files() -> dict[str, bytes]:
@@ -35,7 +39,7 @@ def install_egress_proxy(state_dir: Path) -> Path:
     Each file is replaced atomically and only when it changed, and ``.py`` files the package
     no longer has are removed: the folder is the package, so nothing stale can be imported.
     """
-    folder = state_dir / "bin" / "egress"
+    folder = egress_proxy_path(state_dir)
     files = egress_proxy_files()
     for name, data in files.items():
         install_file(folder / name, data)
@@ -46,6 +50,10 @@ def install_egress_proxy(state_dir: Path) -> Path:
     # Where launcher before the package installed the proxy's single file.
     (state_dir / "bin" / "egress_proxy.py").unlink(missing_ok=True)
     return folder
+
+
+def egress_proxy_path(state_dir: Path) -> Path:
+    return state_dir / "bin" / "egress"
 
 
 def egress_proxy_sha256(folder: Path) -> str:

@@ -11,11 +11,14 @@ log per run, both in folders under the case root's state folder, which runs neve
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
 import os
-from collections.abc import Callable
+import shutil
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from launcher.adapters.safe_io import atomic_write
 from launcher.core import labels as launcher_labels
 from launcher.core.netpolicy import PROXY_PORT
 from launcher.core.subnets import RunSubnet
+from launcher.egress.idle import EXITING as IDLE_EXITING
+from launcher.egress.idle import IDLE_LOCK
 from launcher.errors import DockerError, SubnetInUseError
 from launcher.models import NetworkInfo
 
@@ -43,7 +48,11 @@ CONTAINER_POLICIES = "/egress/policies"
 CONTAINER_LOGS = "/egress/logs"
 CONTAINER_CA = "/egress/extra-ca.pem"
 PROXY_READY_TIMEOUT_S = 20.0
-LOG_MAX_BYTES = 16 * 1024 * 1024
+# How long a run waits for a proxy that has decided to exit to be gone (it closes in well
+# under a second: it exits only with no connection open).
+PROXY_EXIT_WAIT_S = 30.0
+# The proxy's lines are a few hundred bytes (a host is cut at 300 characters).
+DECISION_LINE_MAX = 64 * 1024
 _READY_LINE = b"egress proxy listening"
 
 
@@ -65,6 +74,7 @@ class ProxySettings(BaseModel):
     ca_file: str | None = None
     public_cidrs: list[str] = Field(default_factory=list)
     deny_addrs: list[str] = Field(default_factory=list)
+    idle_exit: float = 0.0  # seconds without runs before the proxy exits by itself; 0: never
 
     @property
     def fingerprint(self) -> str:
@@ -148,10 +158,17 @@ class DockerEgress:
     # -- the proxy --------------------------------------------------------------------------
 
     def attach_proxy(self, network: str, ip: str) -> None:
-        """Make sure this root's proxy runs, and connect it to ``network`` at ``ip``."""
+        """Make sure this root's proxy runs, and connect it to ``network`` at ``ip``.
+
+        The run's policy file is written before this, and the proxy's exit lock is held while
+        the proxy is looked at: a proxy that decided to exit (launcher/egress/idle.py) holds it
+        until it is gone and leaves its mark, so it is replaced, never used (see idle.py).
+        """
         with file_lock(self.lock_path, guards="engine"):
-            proxy = self._ensure_proxy()
-            self._connect(proxy, network, ip)
+            lock = self._exit_lock()
+            with file_lock(lock, timeout=PROXY_EXIT_WAIT_S, guards="engine"):
+                proxy = self._ensure_proxy(exiting=_read_mark(lock) == IDLE_EXITING)
+                self._connect(proxy, network, ip)
 
     def remove_proxy_if_idle(self) -> bool:
         """Remove the proxy when no run network of this root remains; True when it was removed."""
@@ -181,7 +198,31 @@ class DockerEgress:
             raise DockerError(f"cannot remove the egress proxy: {exc.explanation or exc}") from exc
         return True
 
-    def _ensure_proxy(self) -> Any:
+    def _exit_lock(self) -> Path:
+        """The proxy's exit lock in its logs folder, there and the proxy's own before it is used."""
+        path = Path(self.settings.logs_dir) / IDLE_LOCK
+        # The folder is the proxy's to write: never open what a link there names, never block
+        # on a FIFO, and replace anything that is not a plain file.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            path.unlink()
+            fd = os.open(path, flags | os.O_EXCL, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                path.unlink()
+                fd = os.open(path, flags | os.O_EXCL, 0o600)
+            if os.geteuid() == 0:
+                os.fchown(fd, self.settings.uid, self.settings.gid)
+        finally:
+            os.close(fd)
+        return path
+
+    def _ensure_proxy(self, *, exiting: bool = False) -> Any:
         from docker.errors import NotFound
 
         try:
@@ -189,13 +230,18 @@ class DockerEgress:
         except NotFound:
             proxy = None
         if proxy is not None and (
-            proxy.labels.get(launcher_labels.PROXY_CONFIG) != self.settings.fingerprint or proxy.status != "running"
+            exiting
+            or proxy.labels.get(launcher_labels.PROXY_CONFIG) != self.settings.fingerprint
+            or proxy.status != "running"
         ):
-            # Stale program or settings, or it died: replace it; live runs are reconnected below.
+            # Stale program or settings, exiting for want of runs, or dead: replace it; live
+            # runs are reconnected below.
             self._remove_proxy()
             proxy = None
         if proxy is not None:
             return proxy
+        # The mark was the old proxy's; the new one starts unmarked.
+        _clear_mark(Path(self.settings.logs_dir) / IDLE_LOCK)
         proxy = self._create_proxy()
         for network in self.networks():
             ip = network.labels.get(launcher_labels.PROXY_IP)
@@ -223,6 +269,9 @@ class DockerEgress:
         if s.ca_file:
             mounts.append(Mount(CONTAINER_CA, s.ca_file, type="bind", read_only=True))
             command += ["--ca-file", CONTAINER_CA]
+        if s.idle_exit > 0:
+            # An idle exit is status 0, which the restart policy below leaves stopped.
+            command += ["--idle-exit", f"{s.idle_exit:g}"]
         try:
             container = self.client.containers.create(
                 image=s.image,
@@ -262,6 +311,26 @@ class DockerEgress:
                 raise DockerError(f"cannot connect the egress proxy to {network}: {exc.explanation or exc}") from exc
 
 
+def _read_mark(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        return os.read(fd, 64) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    finally:
+        os.close(fd)
+
+
+def _clear_mark(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return  # gone, or not a plain file: _exit_lock replaces it before the next look
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
 class EgressFiles:
     """The proxy's inputs and outputs on the host: policy files in, decision logs out."""
 
@@ -295,26 +364,65 @@ class EgressFiles:
     def live_log(self, run_id: str) -> Path:
         return self.logs_dir / self.log_name(run_id)
 
-    def take_log(self, run_id: str, dest: Path) -> list[dict[str, Any]]:
-        """Move the run's decision log next to its other logs and parse it."""
-        source = self.live_log(run_id)
-        try:
-            with open(source, "rb") as handle:
-                data = handle.read(LOG_MAX_BYTES)
-        except FileNotFoundError:
-            return []
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(dest, data, mode=0o600)
+    def take_log(self, run_id: str, dest: Path) -> Iterator[dict[str, Any]]:
+        """Move the run's decision log, every line of it, next to its other logs; its decisions."""
+        if not _move_log(self.live_log(run_id), dest):
+            return iter(())
+        return _decisions(dest)
+
+
+def _move_log(source: Path, dest: Path) -> bool:
+    """True when ``dest`` now holds the log. The proxy's folder is the proxy's to write: a
+    symlink or anything but a plain file found there is dropped, never read through."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, dest)  # moves a symlink itself, never what it names
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_plain_file(source, dest)
         source.unlink(missing_ok=True)
-        decisions = []
-        for line in data.splitlines():
+    if not stat.S_ISREG(dest.lstat().st_mode):
+        dest.unlink()
+        return False
+    return True
+
+
+def _copy_plain_file(source: Path, dest: Path) -> None:
+    """A log on another file system than the run's folder: copied in chunks, no symlink followed."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOENT):
+            return
+        raise
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            return
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, DECISION_LINE_MAX)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+
+
+def _decisions(path: Path) -> Iterator[dict[str, Any]]:
+    """The log's decisions one at a time (memory stays small whatever its size); lines that are
+    not a JSON object, or longer than any line the proxy writes, are skipped."""
+    with open(path, "rb") as handle:
+        while line := handle.readline(DECISION_LINE_MAX):
+            if not line.endswith(b"\n") and len(line) == DECISION_LINE_MAX:
+                while (rest := handle.readline(DECISION_LINE_MAX)) and not rest.endswith(b"\n"):
+                    pass  # the remainder of an over-long line
+                continue
             try:
                 entry = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
             if isinstance(entry, dict):
-                decisions.append(entry)
-        return decisions
+                yield entry
 
 
 def host_addresses() -> list[str]:

@@ -6,8 +6,9 @@
 #    store, files as new as the index are "racily clean", and a later `git add` would write a
 #    duplicate of every one of them into the run's object directory.
 # 3. Run the agent.
-# 4. Bundle the run's commits for the host, which imports them without running git in the
-#    agent-written worktree. LAUNCHER_PHASE=harvest does only this step (for killed agents).
+# 4. Capture everything the run made in one bundle for the host, which imports it without
+#    running git in the agent-written worktree (see capture below). LAUNCHER_PHASE=harvest
+#    does only this step (for killed agents).
 #
 # LAUNCHER_PHASE=pool (a warm pool slot): steps 1-2 happen ahead of time, then the container
 # says it is ready and blocks on /launcher/ctl/go until a run takes the slot. The host then
@@ -17,15 +18,135 @@
 set -u
 cd /workspace || { echo "launcher-entry: /workspace is missing" >&2; exit 125; }
 
-bundle() {
-    head=$(git rev-parse -q --verify HEAD) || return 0
-    [ "$head" = "$LAUNCHER_BASE_SHA" ] && return 0
-    git bundle create -q /launcher/out/run.bundle HEAD --not "$LAUNCHER_BASE_SHA" \
-        || echo "launcher-entry: could not bundle the run's commits" >&2
+# git for the capture: whatever the agent configured, nothing of its own runs while it is made.
+g() {
+    git -c core.fsmonitor=false -c core.hooksPath=/dev/null "$@"
+}
+
+# Everything the run made, in /launcher/out/run.bundle: HEAD's commits, every other branch and
+# tag, each stash (stash@{n} as refs/launcher/stash/<n>) and the uncommitted and untracked work
+# as a commit on HEAD (refs/launcher/wip). Ignored files and .case/ (the run's scope) are left
+# out, and so are nested repositories. refs/launcher/ is launcher's: whatever the agent put
+# there is replaced. Then, last, /launcher/out/capture says on its first line "ok", or what
+# could not be kept (without an "ok" the host keeps the worktree), then what was left out.
+capture() {
+    out=/launcher/out
+    rm -f "$out/run.bundle" "$out/capture"
+    problems=
+    tmp=$(mktemp -d) || { echo "launcher-entry: no temporary folder for the capture" >&2; return; }
+    g for-each-ref --format='delete %(refname)' refs/launcher/ | g update-ref --stdin ||
+        problems="$problems; could not clear refs/launcher/"
+    head=$(g rev-parse -q --verify 'HEAD^{commit}') || head=
+    capture_wip || problems="$problems; could not capture the uncommitted work"
+    if [ -s "$tmp/add-errors" ]; then
+        problems="$problems; $(head -c 2000 "$tmp/add-errors" | tr '\n' ' ')"
+    fi
+    capture_stashes || problems="$problems; could not capture the stashes"
+    current=$(g symbolic-ref -q HEAD) || current=
+    {
+        if [ -n "$head" ] && [ "$head" != "$LAUNCHER_BASE_SHA" ]; then echo HEAD; fi
+        # The ref HEAD is on travels as HEAD; refs still at the base carry nothing new.
+        g for-each-ref --format='%(objectname) %(refname)' refs/heads/ refs/tags/ refs/launcher/ |
+            while read -r sha ref; do
+                [ "$ref" = "$current" ] || [ "$sha" = "$LAUNCHER_BASE_SHA" ] || echo "$ref"
+            done
+    } >"$tmp/refs"
+    if [ -s "$tmp/refs" ]; then
+        echo "^$LAUNCHER_BASE_SHA" >>"$tmp/refs"
+        # git refuses an empty bundle: refs that are all in the base's history made nothing new.
+        if [ -n "$(g rev-list -n 1 --stdin <"$tmp/refs")" ]; then
+            g bundle create -q "$out/run.bundle" --stdin <"$tmp/refs" 2>"$tmp/bundle-errors" || {
+                cat "$tmp/bundle-errors" >&2
+                problems="$problems; could not bundle the run's work"
+            }
+        fi
+    fi
+    {
+        printf '%s\n' "${problems:-ok}" | sed 's/^; //'
+        if [ -s "$tmp/nested" ]; then sed 's|^|left out (a nested repository): |' "$tmp/nested"; fi
+    } >"$out/capture" || echo "launcher-entry: could not write the capture note" >&2
+    rm -rf "$tmp"
+    [ -z "$problems" ] || echo "launcher-entry: capture incomplete: ${problems#; }" >&2
+}
+
+# The uncommitted work as a commit on HEAD (a root commit on an unborn branch), made in
+# throwaway indexes so the agent's own index is untouched: its tree is the files as they are
+# (tracked and untracked, not ignored); when what was staged differs from both HEAD and the
+# files, that is a second parent.
+capture_wip() {
+    index=$(g rev-parse --git-path index) || return 1
+    empty=$(g hash-object -t tree /dev/null) || return 1
+    head_tree=$empty parents=
+    if [ -n "$head" ]; then
+        head_tree=$(g rev-parse "$head^{tree}") || return 1
+        parents="-p $head"
+    fi
+    export GIT_AUTHOR_NAME=launcher GIT_AUTHOR_EMAIL=launcher@launcher.invalid
+    export GIT_COMMITTER_NAME=launcher GIT_COMMITTER_EMAIL=launcher@launcher.invalid
+    staged=
+    if [ -f "$index" ] && cp "$index" "$tmp/staged"; then
+        # Fails with conflicts still unresolved; the files then hold what there is.
+        staged=$(scope_out "$tmp/staged" && GIT_INDEX_FILE=$tmp/staged g write-tree 2>/dev/null) || staged=
+        cp "$index" "$tmp/files" || return 1
+    fi
+    # Nested repositories (git lists them as "dir/") are not the run's to hand over: left out,
+    # and named. A name git had to quote is not excluded, and fails the add below instead.
+    # (.case/ is dropped from the index afterwards: excluding it here makes git refuse it as ignored.)
+    echo . >"$tmp/pathspecs"
+    GIT_INDEX_FILE=$tmp/files g ls-files -o --exclude-standard -- . ':(top,exclude).case' |
+        sed -n 's|/$||p' >"$tmp/nested"
+    while read -r dir; do
+        printf ':(top,exclude,literal)%s\n' "$dir"
+    done <"$tmp/nested" >>"$tmp/pathspecs"
+    # No index: the checkout never happened (nothing to keep), or the agent removed it. Then
+    # an empty one: every file on disk is kept.
+    GIT_INDEX_FILE=$tmp/files g add -A --ignore-errors --pathspec-from-file="$tmp/pathspecs" 2>"$tmp/add-out" ||
+        add_failed=1
+    # What git could not read (a file or folder the agent made unreadable) is not kept.
+    sed -n -e '/^error:/p' -e '/^fatal:/p' -e '/^warning: could not open/p' "$tmp/add-out" >"$tmp/add-errors"
+    if [ "${add_failed:-}" ] && [ ! -s "$tmp/add-errors" ]; then
+        return 1
+    fi
+    scope_out "$tmp/files" || return 1
+    files=$(GIT_INDEX_FILE=$tmp/files g write-tree) || return 1
+    if [ ! -f "$index" ] && [ "$files" = "$empty" ]; then
+        return 0
+    fi
+    on_head=$parents
+    if [ -n "$staged" ] && [ "$staged" != "$head_tree" ] && [ "$staged" != "$files" ]; then
+        # shellcheck disable=SC2086 # "-p SHA", or nothing
+        on_index=$(g commit-tree "$staged" $on_head -m "launcher: what run ${CASE_RUN_ID:-} had staged") || return 1
+        parents="$parents -p $on_index"
+    fi
+    [ "$files" != "$head_tree" ] || [ "$parents" != "$on_head" ] || return 0
+    # shellcheck disable=SC2086 # "-p SHA" pairs
+    wip=$(g commit-tree "$files" $parents -m "launcher: uncommitted work of run ${CASE_RUN_ID:-}") &&
+        g update-ref refs/launcher/wip "$wip"
+}
+
+# .case/ (the run's scope) in the index file $1 as it is in HEAD: what the run changed there,
+# staged or not, is not its work.
+scope_out() {
+    if [ -n "$head" ]; then
+        GIT_INDEX_FILE=$1 g reset -q "$head" -- ':(top).case' >/dev/null
+    else
+        GIT_INDEX_FILE=$1 g rm -r -q --cached --ignore-unmatch -- ':(top).case' >/dev/null
+    fi
+}
+
+# stash@{0}, stash@{1}, … as refs/launcher/stash/0, 1, …: a bundle carries refs, not reflogs.
+capture_stashes() {
+    stashes=$(g reflog show --format=%H refs/stash -- 2>/dev/null) || stashes=
+    [ -n "$stashes" ] || stashes=$(g rev-parse -q --verify refs/stash) || return 0
+    n=0
+    for sha in $stashes; do
+        g update-ref "refs/launcher/stash/$n" "$sha" || return 1
+        n=$((n + 1))
+    done
 }
 
 if [ "${LAUNCHER_PHASE:-run}" = harvest ]; then
-    bundle
+    capture
     exit 0
 fi
 
@@ -99,7 +220,19 @@ if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
     fi
 fi
 
+# Secrets come as files (the container's configuration, which `docker inspect` shows, holds only
+# their paths): each NAME listed in LAUNCHER_SECRETS is exported from /run/launcher-secrets/NAME,
+# byte for byte (the x keeps trailing newlines), for the agent alone.
+for name in ${LAUNCHER_SECRETS:-}; do
+    value=$(cat "/run/launcher-secrets/$name" && printf x) || {
+        echo "launcher-entry: cannot read the secret $name" >&2
+        exit 125
+    }
+    export "$name=${value%x}"
+done
+unset LAUNCHER_SECRETS name value
+
 "$@"
 rc=$?
-bundle
+capture
 exit $rc

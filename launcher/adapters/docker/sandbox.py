@@ -14,6 +14,59 @@ from launcher.core import labels
 from launcher.errors import DockerError
 from launcher.models import ContainerInfo, SandboxSpec
 
+# How the engine keeps a run's output (whatever the daemon's default is, which may not be
+# readable back at all): json-file is the driver that returns the bytes exactly (`local` was
+# measured dropping the newline after a line longer than 16 KiB). Launcher reads the output as
+# it is written (attached), so this copy is only its second chance after the container exited,
+# and it is bounded: at most 2 x 32 MiB of JSON per container on the engine's disk.
+LOG_CONFIG = {"type": "json-file", "config": {"max-size": "32m", "max-file": "2"}}
+# The agent's processes get SIGTERM; PID 1 (the init) and its first child (the run's entry,
+# which bundles the agent's commits once the agent is gone) do not. A SIGTERM to PID 1 would
+# reach only the entry, whose shell dies of it, and then the init takes everything down with
+# SIGKILL before the agent saw a thing. Run in the container as its own user, so it can reach
+# nothing else. Plain POSIX sh and /proc: an agent image may have neither ps nor awk.
+TERM_AGENT = r"""
+entry= first=
+for d in /proc/[0-9]*; do
+    read -r s 2>/dev/null <"$d/stat" || continue
+    set -- ${s##*) }
+    [ "$2" = 1 ] || continue
+    if [ -z "$first" ] || [ "${20}" -lt "$first" ]; then first=${20} entry=${d#/proc/}; fi
+done
+for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    read -r s 2>/dev/null <"$d/stat" || continue
+    set -- ${s##*) }
+    case $p in 1 | "$entry" | "$$") continue ;; esac
+    case $2 in 0 | "$$") continue ;; esac
+    kill -TERM "$p" 2>/dev/null
+done
+exit 0
+"""
+
+
+# Shared scratch folders: sticky and open to every uid, as on any Unix system.
+SHARED_TMP = frozenset({"/tmp", "/var/tmp"})
+
+
+def tmpfs_options(path: str, user: str) -> str:
+    """Mount options of a writable scratch folder in a run (/tmp, $HOME).
+
+    ``exec``: Docker mounts a tmpfs ``noexec`` by default, which breaks a venv in /tmp (its pip
+    is a script there) and every tool that unpacks a binary into a cache. The root file system
+    stays read-only and ``nosuid,nodev`` stay, so nothing run from here gains privileges. A
+    folder other than /tmp ($HOME) belongs to the run's uid, so ``git config --global`` and the
+    caches of pip and npm work; with a user given by name the owner cannot be known here and
+    the folder is open to all (mode 1777), as /tmp is.
+    """
+    options = ["rw", "nosuid", "nodev", "exec", "size=512m"]
+    uid, _, gid = user.partition(":")
+    gid = gid or uid
+    numeric = all(part.isascii() and part.isdigit() for part in (uid, gid))
+    if path in SHARED_TMP or not numeric:
+        return ",".join([*options, "mode=1777"])
+    return ",".join([*options, f"uid={uid}", f"gid={gid}", "mode=0700"])
+
 
 class DockerSandbox:
     def __init__(self, client: Any | None = None) -> None:
@@ -62,7 +115,7 @@ class DockerSandbox:
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 read_only=True,
-                tmpfs={path: "rw,nosuid,nodev,size=512m,mode=1777" for path in spec.writable_tmp},
+                tmpfs={path: tmpfs_options(path, spec.user) for path in spec.writable_tmp},
                 pids_limit=spec.pids_limit,
                 mem_limit=spec.memory,
                 memswap_limit=spec.memory,
@@ -70,6 +123,7 @@ class DockerSandbox:
                 init=True,
                 ipc_mode="private",
                 runtime=spec.runtime,
+                log_config=LOG_CONFIG,
                 name=spec.name,
                 detach=True,
             )
@@ -86,9 +140,25 @@ class DockerSandbox:
         except APIError as exc:
             raise DockerError(f"cannot start container {container_id[:12]}: {exc.explanation or exc}") from exc
 
+    def attach(self, container_id: str) -> Iterator[bytes]:
+        """The live output, from now on (``logs=0``: a replay of what came before was measured to
+        drop lines of a running container)."""
+        from docker.errors import APIError
+
+        try:
+            sock = self.client.api.attach_socket(container_id, params={"stdout": 1, "stderr": 1, "stream": 1})
+        except APIError as exc:
+            raise DockerError(f"cannot attach to container {container_id[:12]}: {exc.explanation or exc}") from exc
+        return _frames(sock)
+
     def logs(self, container_id: str) -> Iterator[bytes]:
-        container = self.client.containers.get(container_id)
-        yield from container.logs(stream=True, follow=True, stdout=True, stderr=True)
+        from docker.errors import APIError
+
+        try:
+            container = self.client.containers.get(container_id)
+            return iter(container.logs(stream=True, follow=False, stdout=True, stderr=True))
+        except APIError as exc:
+            raise DockerError(f"cannot read the output of {container_id[:12]}: {exc.explanation or exc}") from exc
 
     def wait(self, container_id: str, timeout: float | None) -> int | None:
         """The exit code, or None when ``timeout`` passed first."""
@@ -111,6 +181,23 @@ class DockerSandbox:
         except APIError as exc:
             if exc.status_code != 409:  # 409: not running, which is what we wanted
                 raise DockerError(f"cannot kill container {container_id[:12]}: {exc.explanation or exc}") from exc
+
+    def stop(self, container_id: str, grace: float) -> None:
+        from docker.errors import APIError, NotFound
+
+        if grace > 0:
+            try:
+                self.client.containers.get(container_id).exec_run(["/bin/sh", "-c", TERM_AGENT])
+            except NotFound:
+                return
+            except APIError:
+                pass  # not running any more, or no room for one more process (pids limit): killed below
+            try:
+                if self.wait(container_id, grace) is not None:
+                    return
+            except NotFound:
+                return
+        self.kill(container_id)
 
     def remove(self, container_id: str) -> None:
         from docker.errors import APIError, NotFound
@@ -147,3 +234,14 @@ class DockerSandbox:
         except NotFound as exc:
             raise DockerError(f"container {container_id[:12]} is gone") from exc
         wait_for_output(container, marker, timeout, what=f"container {container_id[:12]}")
+
+
+def _frames(sock: Any) -> Iterator[bytes]:
+    """The payloads of an attach stream's frames; a broken connection raises (it is not an end)."""
+    from docker.utils.socket import frames_iter
+
+    try:
+        for _stream, data in frames_iter(sock, tty=False):
+            yield data
+    finally:
+        sock.close()

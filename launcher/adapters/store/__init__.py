@@ -12,11 +12,13 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def open_coordinator(url: str) -> Coordinator:
+def open_coordinator(url: str, *, create: bool = True) -> Coordinator:
+    """The store at ``url``. ``create=False`` (read-only commands): a SQLite file that does not
+    exist is a NoStateStoreError, and nothing is made; a database server is opened as usual."""
     if url.startswith("sqlite:///"):
         from launcher.adapters.store.sqlite import SqliteCoordinator
 
-        return SqliteCoordinator(Path(url.removeprefix("sqlite:///")))
+        return SqliteCoordinator(Path(url.removeprefix("sqlite:///")), create=create)
     if url.startswith(("postgresql://", "postgres://")):
         from launcher.adapters.store.postgres import PostgresCoordinator
 
@@ -24,4 +26,11 @@ def open_coordinator(url: str) -> Coordinator:
     raise InvalidInputError(f"unsupported state URL {url!r}", hint="use sqlite:///ABSOLUTE/PATH or postgresql://...")
 
 
-__all__ = ["Coordinator", "open_coordinator", "sqlite_url"]
+def empty_coordinator() -> Coordinator:
+    """An empty store that lives outside every case root until it is closed."""
+    from launcher.adapters.store.sqlite import EmptySqliteCoordinator
+
+    return EmptySqliteCoordinator()
+
+
+__all__ = ["Coordinator", "empty_coordinator", "open_coordinator", "sqlite_url"]

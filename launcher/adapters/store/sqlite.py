@@ -8,7 +8,9 @@ write transactions are serialised, this dialect needs no row locks and no serial
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +22,7 @@ from launcher.adapters.locks import file_lock
 from launcher.adapters.store.sql import schema
 from launcher.adapters.store.sql.coordinator import SqlCoordinator
 from launcher.adapters.store.sql.dialect import ColumnTypes, Cursor, Serialised
-from launcher.errors import LockTimeoutError, StateStoreError
+from launcher.errors import LockTimeoutError, NoStateStoreError, StateStoreError
 from launcher.models import iso, utcnow
 
 BUSY_TIMEOUT_S = 60.0
@@ -59,9 +61,10 @@ class SqliteDialect:
 
     _db: sqlite3.Connection
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self.where = str(path)
+        self.create = create
         self._write_lock = path.with_name(f".{path.name}.write.lock")
         # One connection, shareable between threads (a run prepares its worktree and its
         # network at once): a transaction must not take in another thread's statements.
@@ -69,6 +72,13 @@ class SqliteDialect:
 
     def open(self, setup: Callable[[Cursor], None]) -> None:
         path = self.path
+        if not self.create and not path.exists() and (path.parent.is_dir() or not path.parent.exists()):
+            # A read-only command (ps, logs, task list, …) in a folder launcher never used: it
+            # must leave no .launcher/ behind, so nothing is made, not even the lock file.
+            raise NoStateStoreError(
+                f"no state store at {path}: launcher has not been used under this case root",
+                hint="`launcher init` makes one; --root, CASE_ROOT or --state-url name another",
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # SQLite does not wait out its busy timeout while switching a new file to WAL, so
@@ -203,6 +213,28 @@ class SqliteDialect:
 
 
 class SqliteCoordinator(SqlCoordinator):
-    def __init__(self, path: Path) -> None:
+    """``create=False``: open only a store that exists (NoStateStoreError otherwise), creating nothing."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        super().__init__(SqliteDialect(path))
+        super().__init__(SqliteDialect(path, create=create))
+
+
+class EmptySqliteCoordinator(SqliteCoordinator):
+    """An empty store in a temporary folder outside any case root, gone when closed: what a
+    read-only command looks at where there is no store, so that it answers (no runs, no
+    tasks) without leaving a store behind."""
+
+    def __init__(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="launcher-no-store-"))
+        try:
+            super().__init__(self._folder / "state.db")
+        except BaseException:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,4 +44,6 @@ class EgressFilesPort(Protocol):
         """Where the proxy appends the run's decisions while it lives."""
         ...
 
-    def take_log(self, run_id: str, dest: Path) -> list[dict[str, Any]]: ...
+    def take_log(self, run_id: str, dest: Path) -> Iterator[dict[str, Any]]:
+        """Move the run's whole decision log to ``dest``; its decisions, read one by one."""
+        ...

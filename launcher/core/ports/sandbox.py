@@ -15,11 +15,25 @@ class Sandbox(Protocol):
 
     def start(self, container_id: str) -> None: ...
 
-    def logs(self, container_id: str) -> Iterator[bytes]: ...
+    def attach(self, container_id: str) -> Iterator[bytes]:
+        """The container's output (stdout and stderr, interleaved as written) from now until it
+        ends, exactly as written. Connected when this returns: attach before the container can
+        write. The container's writes wait while the reader is behind."""
+        ...
+
+    def logs(self, container_id: str) -> Iterator[bytes]:
+        """Everything the engine kept of the container's output (read after it exited)."""
+        ...
 
     def wait(self, container_id: str, timeout: float | None) -> int | None: ...
 
     def kill(self, container_id: str) -> None: ...
+
+    def stop(self, container_id: str, grace: float) -> None:
+        """SIGTERM to the agent's processes, SIGKILL to the container once ``grace`` seconds passed
+        (at once with 0); returns when it has stopped. The run's entry is spared the SIGTERM, so
+        it can still bundle the commits the agent made on its way out."""
+        ...
 
     def remove(self, container_id: str) -> None: ...
 

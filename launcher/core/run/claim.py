@@ -27,5 +27,6 @@ def claim_run(deps: RunDeps, plan: RunPlan, owner: RunOwner) -> RunRecord:
         secrets=sorted(plan.secrets),
         repo=str(plan.repo.toplevel),
         log=str(deps.paths(run).log),
+        grace=plan.grace,
     )
     return deps.store.update_run(run.id, uid=uid, details=planned.model_dump(mode="json"))

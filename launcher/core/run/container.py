@@ -7,6 +7,7 @@ from launcher.core.egress import RunNetwork
 from launcher.core.netpolicy import agent_environment
 from launcher.core.ports import RepoPort
 from launcher.core.run.deps import RunDeps
+from launcher.core.run.harness import harness_mounts
 from launcher.core.run.request import RunPlan
 from launcher.core.runlayout import (
     CONTAINER_CASE_ROOT,
@@ -19,6 +20,11 @@ from launcher.core.runlayout import (
     RunPaths,
 )
 from launcher.models import MountSpec, RunRecord, SandboxSpec
+
+# Where a run's secrets are, one file per name, read-only. The container's configuration (what
+# `docker inspect` shows any user of the engine) carries only NAME_FILE=<path> and the list of
+# names; the entry exports each NAME from its file just before it starts the agent.
+CONTAINER_SECRETS = "/run/launcher-secrets"
 
 
 def git_config_env(entries: list[tuple[str, str]]) -> dict[str, str]:
@@ -40,7 +46,20 @@ def container_name(deps: RunDeps, holder: str) -> str:
     return f"launcher-{holder}-{labels.root_tag(deps.root)}"
 
 
-def agent_env(plan: RunPlan, run: RunRecord, network: RunNetwork | None) -> dict[str, str]:
+def secret_env(secrets: dict[str, str], *, as_files: bool) -> dict[str, str]:
+    """The secrets as the container's configuration holds them: by file, or (a warm slot's spec,
+    which the engine never shows) by value."""
+    if not as_files:
+        return dict(secrets)
+    env = {f"{name}_FILE": f"{CONTAINER_SECRETS}/{name}" for name in secrets}
+    if secrets:
+        env["LAUNCHER_SECRETS"] = " ".join(sorted(secrets))
+    return env
+
+
+def agent_env(
+    plan: RunPlan, run: RunRecord, network: RunNetwork | None, *, secret_files: bool = False
+) -> dict[str, str]:
     """The run's facts, secrets and proxy settings, as the agent sees them."""
     task = plan.task
     git_config = [("safe.directory", CONTAINER_WORKTREE)]
@@ -54,7 +73,7 @@ def agent_env(plan: RunPlan, run: RunRecord, network: RunNetwork | None) -> dict
         "CASE_BASE_SHA": plan.base_sha,
         "LAUNCHER_BASE_SHA": plan.base_sha,
         "HOME": CONTAINER_HOME,
-        **plan.secrets,
+        **secret_env(plan.secrets, as_files=secret_files),
     }
     if network is not None:
         proxy_env, forge_rewrites = agent_environment(plan.egress, network.subnet.proxy_ip)
@@ -67,6 +86,12 @@ def agent_env(plan: RunPlan, run: RunRecord, network: RunNetwork | None) -> dict
 def run_spec(
     deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int, network: RunNetwork | None
 ) -> SandboxSpec:
+    secret_files = bool(plan.secrets)
+    mounts: tuple[MountSpec, ...] = ()
+    if secret_files:
+        folder = paths.sandbox / "secrets"
+        deps.workspace.write_secrets(folder, {n: v.encode() for n, v in plan.secrets.items()}, uid, gid)
+        mounts = (MountSpec(target=CONTAINER_SECRETS, source=str(folder), read_only=True),)
     return container_spec(
         deps,
         repo=plan.repo,
@@ -80,7 +105,8 @@ def run_spec(
         name=container_name(deps, run.id),
         labels=labels.for_run(deps.root, run.id, run.task_id),
         command=plan.command,
-        env=agent_env(plan, run, network),
+        env=agent_env(plan, run, network, secret_files=secret_files),
+        extra_mounts=mounts,
     )
 
 
@@ -132,7 +158,7 @@ def container_spec(
         MountSpec(target=CONTAINER_OBJECTS, source=str(repo.objects_dir), read_only=True),
         MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
         MountSpec(target=CONTAINER_ENTRY, source=str(deps.entry_script), read_only=True),
-        *(harness_mounts(deps, repo, project, paths) if project is not None else []),
+        *(harness_mounts(deps, project, paths) if project is not None else []),
         *extra_mounts,
     ]
     if network is not None:
@@ -159,39 +185,3 @@ def container_spec(
         pids_limit=d.pids_limit,
         runtime=runtime,
     )
-
-
-def harness_mounts(deps: RunDeps, repo: RepoPort, project: str, paths: RunPaths) -> list[MountSpec]:
-    """The case root read-only at /case, minus everything that is not this run's to see."""
-    root = deps.root
-    mounts = [MountSpec(target=CONTAINER_CASE_ROOT, source=str(root), read_only=True)]
-    hidden = {deps.state_dir, deps.worktrees_dir, repo.git_dir}
-    inside = [h for h in hidden if h.is_relative_to(root) and h != root]
-    for path in sorted(inside):
-        if not path.exists():
-            continue
-        rel = path.relative_to(root)
-        # A folder inside another hidden one is hidden with it.
-        if any(rel.is_relative_to(h.relative_to(root)) and h != path for h in inside):
-            continue
-        mounts.append(
-            MountSpec(
-                target=f"{CONTAINER_CASE_ROOT}/{rel}", kind="tmpfs", read_only=True, tmpfs_size=4096, tmpfs_mode=0o755
-            )
-        )
-    view = deps.projects_view(project, "../workspace") if deps.projects_view else None
-    if view is not None and (root / "projects.json").is_file():
-        # case's orchestrator finds the repository through projects.json: point it at the run.
-        deps.workspace.write_file(paths.sandbox / "projects.json", view)
-        mounts.append(
-            MountSpec(
-                target=f"{CONTAINER_CASE_ROOT}/projects.json",
-                source=str(paths.sandbox / "projects.json"),
-                read_only=True,
-            )
-        )
-    if deps.tasks_view_mounted():
-        # Only the run's own task files, writable, so case's scripts work on the run's copy.
-        tasks = deps.tasks_dir.relative_to(root)
-        mounts.append(MountSpec(target=f"{CONTAINER_CASE_ROOT}/{tasks}", source=str(paths.tasks_view)))
-    return mounts

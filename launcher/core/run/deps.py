@@ -8,6 +8,8 @@ from pathlib import Path
 
 from launcher.core.egress import RunEgress
 from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
+from launcher.core.ports.harness import HarnessViewPort
+from launcher.core.ports.marks import FolderMarksPort, NoMarks
 from launcher.core.runlayout import RunPaths
 from launcher.errors import LauncherError
 from launcher.models import RunRecord, TaskRecord
@@ -37,6 +39,8 @@ class RunDeps:
     tasks_dir: Path
     defaults: RunDefaults
     entry_script: Path
+    # What runs see of the harness at CASE_ROOT (a copy of its tracked files).
+    harness: HarnessViewPort
     actor: str = "launcher"
     # projects.json as a run sees it (the task's repository pointing at the run's worktree).
     projects_view: Callable[[str, str], bytes | None] | None = None
@@ -52,6 +56,8 @@ class RunDeps:
     egress: RunEgress | None = None
     # Warm pool slots (`launcher pool warm`); None: every run is made from scratch.
     pool: PoolSlotsPort | None = None
+    # Which worktree and sandbox folders launcher made: gc removes no other. NoMarks: none.
+    marks: FolderMarksPort = field(default_factory=NoMarks)
 
     def paths(self, run: RunRecord) -> RunPaths:
         return RunPaths.of(run.id, Path(run.worktree), self.state_dir)

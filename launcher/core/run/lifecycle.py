@@ -12,7 +12,7 @@ from launcher.core import labels
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.settle import remove_worktree, settle_record
 from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
-from launcher.errors import InvalidInputError, NotFoundError
+from launcher.errors import InvalidInputError, NotFoundError, TransitionConflictError
 from launcher.models import RunOwner, RunRecord
 
 OwnerAlive = Callable[[RunOwner | None], bool | None]
@@ -28,11 +28,28 @@ class RemoveReport(BaseModel):
     branch_kept: str
 
 
-def stop(deps: RunDeps, run_id: str, owner_alive: OwnerAlive, *, wait: float = STOP_WAIT_S) -> RunRecord:
-    """Kill a live run's container; its owner records `cancelled` (or this process, if it is gone)."""
-    record = deps.store.update_run(run_id, expected=LIVE_RUN_STATES, cancel_requested=True)
+def stop(
+    deps: RunDeps,
+    run_id: str,
+    owner_alive: OwnerAlive,
+    *,
+    grace: float | None = None,
+    wait: float = STOP_WAIT_S,
+) -> RunRecord:
+    """Stop a live run: SIGTERM to the agent, ``grace`` seconds (default: the run's own, else
+    [run] grace), then SIGKILL. Its owner records `cancelled` (or this process, if the owner is
+    gone). A run that has already ended is returned as it is: what was asked for is so."""
+    record = deps.store.get_run(run_id)
+    if record.state in TERMINAL_RUN_STATES:
+        return record
+    try:
+        record = deps.store.update_run(run_id, expected=LIVE_RUN_STATES, cancel_requested=True)
+    except TransitionConflictError:
+        return deps.store.get_run(run_id)  # it ended meanwhile
+    if grace is None:
+        grace = deps.defaults.grace if record.details.grace is None else record.details.grace
     if record.container_id:
-        deps.sandbox.kill(record.container_id)
+        deps.sandbox.stop(record.container_id, grace)
     if owner_alive(record.owner) is False:
         return settle_record(deps, record, "cancelled", None)
     return await_terminal(deps, run_id, wait)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from launcher.core.netpolicy import EgressPolicy, NetworkMode, build_policy, normalise_mode, resolve_key_values
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.request import RunPlan, RunRequest
-from launcher.core.run.secrets import resolve_secrets
+from launcher.core.run.secrets import check_secret_value, resolve_secrets
 from launcher.core.sparse import normalise_sparse_dirs
 from launcher.errors import InvalidInputError
 from launcher.settings import NetworkSettings, RunDefaults
@@ -21,6 +21,8 @@ def effective_network_mode(requested: str | None, defaults: RunDefaults, network
 def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]) -> RunPlan:
     d = deps.defaults
     task = deps.store.resolve_task(request.task)
+    # A hand-broken task file is refused here, not met by the run's first write of it.
+    deps.files.check_unchanged(task)
     command = list(request.command or task.command or d.command)
     if not command:
         raise InvalidInputError(
@@ -57,6 +59,11 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         if deps.egress is None:
             raise InvalidInputError("this launcher has no egress proxy; run with --network none")
         deps.egress.check()
+    secrets = resolve_secrets(request.secrets, host_environ)
+    api_key_values = resolve_key_values(egress, host_environ)
+    for name, value in api_key_values.items():
+        # The agent never sees these, but the log is scrubbed of them too: same rule.
+        check_secret_value(f"--api-key {name}", value)
     return RunPlan(
         task=task,
         repo=repo,
@@ -69,11 +76,12 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         runtime=request.runtime or d.runtime,
         base_sha=base_sha,
         base_branch=repo.symbolic_branch(task.base_ref),
-        secrets=resolve_secrets(request.secrets, host_environ),
-        api_key_values=resolve_key_values(egress, host_environ),
+        secrets=secrets,
+        api_key_values=api_key_values,
         # Slots are full checkouts: a sparse run is made from scratch.
         pool=request.pool and not sparse,
         sparse=sparse,
+        grace=d.grace if request.grace is None else request.grace,
     )
 
 

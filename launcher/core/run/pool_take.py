@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from launcher.core.egress import RunNetwork
@@ -18,8 +19,18 @@ from launcher.models import PoolSlot, RunRecord
 POOL_READY_LINE = b"launcher-pool: ready\n"
 
 
-def start_from_pool(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths) -> str | None:
-    """Hand a matching ready slot to the run; its container id, or None to start from scratch."""
+def start_from_pool(
+    deps: RunDeps,
+    plan: RunPlan,
+    run: RunRecord,
+    paths: RunPaths,
+    before_go: Callable[[str], None] | None = None,
+) -> str | None:
+    """Hand a matching ready slot to the run; its container id, or None to start from scratch.
+
+    ``before_go`` gets the slot's container once it is the run's, before it may go on (the
+    run's output is attached there, so it starts with the agent's first byte).
+    """
     slots = deps.pool
     if slots is None or not plan.pool:
         return None
@@ -27,7 +38,9 @@ def start_from_pool(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPath
         if not slot_fits(deps, slot, plan):
             continue
         # The claim is a rename into the run's own sandbox folder: one winner per slot.
-        if not slots.claim(slot.id, paths.sandbox):
+        with deps.marks.making(paths.sandbox):
+            claimed = slots.claim(slot.id, paths.sandbox)
+        if not claimed:
             continue
         deps.checkpoint("after:pool-claim")
         go = slots.open_go(paths.sandbox)
@@ -37,6 +50,8 @@ def start_from_pool(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPath
             continue
         try:
             hand_over(deps, plan, run, paths, slot)
+            if before_go is not None and slot.container_id is not None:
+                before_go(slot.container_id)
         except BaseException:
             slots.abandon(go)
             raise
@@ -81,7 +96,8 @@ def hand_over(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths, slo
         details={"pool_slot": slot.id, "pool_base_sha": slot.base_sha},
     )
     ws.prepare_record(paths)
-    plan.repo.adopt_worktree(slots.worktree_of(slot.id), paths.worktree, run.branch, plan.base_sha)
+    with deps.marks.making(paths.worktree):
+        plan.repo.adopt_worktree(slots.worktree_of(slot.id), paths.worktree, run.branch, plan.base_sha)
     task, task_json, task_md = read_task_files(deps, plan.task)
     in_view = deps.tasks_view_mounted()
     if not in_view:

@@ -23,6 +23,7 @@ class RunRequest(BaseModel):
     image: str | None = None
     command: list[str] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0)
+    grace: float | None = Field(default=None, ge=0, le=3600, description="seconds from SIGTERM to SIGKILL")
     keep_worktree: bool | None = None
     network: Literal["none", "allowlist", "open", "bridge"] | None = None
     allow: list[str] = Field(default_factory=list, description="HOST, *.SUFFIX or HOST:PORT")
@@ -51,3 +52,4 @@ class RunPlan:
     api_key_values: dict[str, str]
     pool: bool = True
     sparse: list[str] = field(default_factory=list)
+    grace: float = 10.0

@@ -13,11 +13,11 @@ from launcher.core.run.claim import claim_run
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.execute import execute
 from launcher.core.run.lifecycle import OwnerAlive, RemoveReport
+from launcher.core.run.output import Echo
 from launcher.core.run.plan import plan_run
 from launcher.core.run.pool_take import discard_slot
 from launcher.core.run.request import Ending, RunPlan, RunRequest
 from launcher.core.run.settle import settle_record
-from launcher.core.run.supervise import Echo
 from launcher.core.runlayout import RunPaths
 from launcher.models import PoolSlot, RunOwner, RunRecord
 
@@ -42,8 +42,8 @@ class RunService:
         """Settle a run whose launcher is gone, from its record alone."""
         return settle_record(self.deps, run, ending, reason)
 
-    def stop(self, run_id: str, owner_alive: OwnerAlive) -> RunRecord:
-        return lifecycle.stop(self.deps, run_id, owner_alive)
+    def stop(self, run_id: str, owner_alive: OwnerAlive, *, grace: float | None = None) -> RunRecord:
+        return lifecycle.stop(self.deps, run_id, owner_alive, grace=grace)
 
     def remove(self, run_id: str, owner_alive: OwnerAlive, *, force: bool) -> RemoveReport:
         return lifecycle.remove(self.deps, run_id, owner_alive, force=force)

@@ -1,7 +1,9 @@
 """Settle: harvest what the run made, remove its container and folders, record how it ended.
 
-Every problem is collected instead of stopping at the first: a failed harvest must not leave a
-container or a worktree behind, and the record says what went wrong.
+Every problem is collected instead of stopping at the first, and the record says what went
+wrong. Capture before you delete: the worktree and private git dir go only once everything the
+agent made is in the repository (its branch, its refs); a harvest that could not complete keeps
+them, and the run ends ``unharvested`` whatever the agent did.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from launcher.core.netpolicy import EgressSummary
 from launcher.core.ports import RepoPort
 from launcher.core.run.deps import RunDeps
-from launcher.core.run.harvest import harvest_commits
+from launcher.core.run.harvest import SCOPE, Harvest, harvest_commits
 from launcher.core.run.outcome import RunOutcome
 from launcher.core.run.request import Ending
 from launcher.core.run.task_changes import apply_task_changes, read_agent_result
@@ -40,14 +42,15 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
             problems.append(f"container cleanup: {exc}")
     egress_closed = _close_network_meanwhile(deps, current, paths, problems)
     step("before:harvest")
-    harvest: HarvestDetails | None = None
+    harvest: Harvest | None = None
     if repo is not None and paths.git_dir.exists():
         try:
-            harvest = harvest_commits(deps, repo, current, paths, outcome.ending, outcome.image)
+            harvest = harvest_commits(deps, repo, current, paths, outcome.image)
         except LauncherError as exc:
-            problems.append(f"harvest: {exc}")
-            harvest = HarvestDetails(error=str(exc))
-        details["harvest"] = harvest.model_dump(mode="json")
+            # The machinery failed (a lock, the disk): nothing is known to be kept yet.
+            harvest = Harvest(HarvestDetails(error=str(exc)), captured=False, complete=False)
+        if not harvest.complete:
+            problems.append(f"harvest: {harvest.details.error}")
     step("before:transition")
     try:
         changes = apply_task_changes(deps, current, paths)
@@ -61,15 +64,26 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
             recorded = current.details.egress.model_dump(mode="json") if current.details.egress else {}
             details["egress"] = {**recorded, **summary.model_dump()}
     step("before:cleanup")
-    clean_folders(deps, repo, current, paths, outcome.keep, tip=harvest.tip if harvest else None, problems=problems)
+    kept = clean_folders(deps, repo, current, paths, outcome.keep, harvest=harvest, problems=problems)
     step("after:cleanup")
+    state = RunState(outcome.ending)
+    if harvest is not None:
+        taken = harvest.details
+        if not harvest.complete:
+            state = RunState.UNHARVESTED
+            taken = taken.model_copy(update={"ending": outcome.ending, **kept})
+            problems += _kept_lines(taken)
+            if "kept_worktree" in kept:
+                # gc leaves a kept worktree alone; `launcher rm` removes it.
+                details["keep_worktree"] = True
+        details["harvest"] = taken.model_dump(mode="json")
     if problems:
         details["errors"] = problems
     try:
         return deps.store.update_run(
             current.id,
             expected=LIVE_RUN_STATES,
-            state=RunState(outcome.ending),
+            state=state,
             exit_code=outcome.exit_code,
             ended_at=utcnow(),
             details=details,
@@ -78,6 +92,22 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
     except TransitionConflictError:
         # Someone (gc, stop) settled it first; keep their verdict, add what we learnt.
         return deps.store.update_run(current.id, details=details)
+
+
+def _kept_lines(harvest: HarvestDetails) -> list[str]:
+    """What an unharvested run's record (and `launcher run`) says after why: what is kept, how to recover."""
+    kept = [
+        f"{what} {where}"
+        for what, where in (
+            ("bundle", harvest.bundle),
+            ("worktree (the agent's files, its uid's: look, do not run git there as yourself)", harvest.kept_worktree),
+            ("private git dir and out/", harvest.kept_sandbox),
+        )
+        if where
+    ]
+    kept += [f"ref {ref}" for ref in sorted(harvest.refs)]
+    lines = ["kept: " + "; ".join(kept)] if kept else []
+    return lines + [f"recover: {how}" for how in harvest.recover]
 
 
 def _close_network_meanwhile(
@@ -115,26 +145,56 @@ def clean_folders(
     paths: RunPaths,
     keep: bool,
     *,
-    tip: str | None,
+    harvest: Harvest | None,
     problems: list[str],
-) -> None:
-    """Hand back or remove the worktree, then remove the sandbox folder: each step even if one failed."""
+) -> dict[str, str]:
+    """Remove the worktree, or check the branch out afresh there, then remove the sandbox folder.
+
+    Each step even if one failed. What stays because it holds work kept nowhere else (an
+    incomplete harvest) is returned: ``kept_worktree`` and ``kept_sandbox``.
+    """
     ws = deps.workspace
-    if keep and repo is not None and paths.worktree.exists():
+    kept: dict[str, str] = {}
+    if harvest is not None and not harvest.complete and (keep or not harvest.captured):
+        # Nothing of the agent's is deleted or handed over: the worktree stays as it is (its
+        # files still the run's uid's, so git's ownership check guards anyone who looks),
+        # and the private git dir, holding objects no bundle carried, goes into the record.
+        if paths.worktree.exists():
+            kept["kept_worktree"] = str(paths.worktree)
+        if not harvest.captured:
+            if paths.sandbox.exists():
+                try:
+                    kept["kept_sandbox"] = str(ws.keep_sandbox(paths))
+                except (LauncherError, OSError) as exc:
+                    # Left where it is, then: deleting it would delete the run's commits.
+                    problems.append(f"cleanup: the run's sandbox stays at {paths.sandbox}: {exc}")
+                    kept["kept_sandbox"] = str(paths.sandbox)
+            return kept
+    elif keep and repo is not None and paths.worktree.exists():
         with _collected(problems, "cleanup"):
-            # The run's scope moves to its host-only record: the markers stay inspectable and
-            # the kept worktree is a clean checkout of the branch (.case/ was only excluded
-            # by the run's private git dir, which the host's git does not read).
-            ws.move_out(paths.worktree / ".case", paths.record / "case-scope")
-            ws.chown_tree(paths.worktree, *repo.owner_ids)
-            admin = repo.worktree_admin(paths.worktree)
-            if admin is not None and admin.is_dir():
-                repo.read_tree_into_worktree_index(admin, str(tip or run.details.base_sha))
+            hand_back(deps, repo, run, paths, harvest.details if harvest is not None else None)
     else:
         with _collected(problems, "cleanup"):
             remove_worktree(deps, repo, paths)
     with _collected(problems, "cleanup"):
         ws.remove_tree(paths.sandbox)
+    return kept
+
+
+def hand_back(deps: RunDeps, repo: RepoPort, run: RunRecord, paths: RunPaths, harvest: HarvestDetails | None) -> None:
+    """A kept worktree: the host's own fresh checkout of the run's branch, never the agent's files.
+
+    The agent's folder goes first (anything it planted, a nested repository's `.git` included,
+    goes with it); host git then checks the branch out from the repository's fsck-checked
+    objects, as the repository's owner, and puts the captured uncommitted work back as
+    uncommitted changes. No rename crosses file systems, and git gives the files their modes.
+    """
+    retire_folder(deps, repo, paths.worktree)
+    deps.workspace.prepare_worktree_dir(paths.worktree, *repo.owner_ids)
+    repo.check_out_worktree(paths.worktree, run.branch)
+    if harvest is not None and harvest.wip and harvest.tip:
+        # Without .case/: the run's scope stays in its record, as on its branch.
+        repo.apply_tree(paths.worktree, repo.tree_with_entry_of(harvest.wip, SCOPE, harvest.tip))
 
 
 def remove_worktree(deps: RunDeps, repo: RepoPort | None, paths: RunPaths) -> None:

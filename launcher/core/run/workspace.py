@@ -19,10 +19,13 @@ def prepare_workspace(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPa
     owner_uid, owner_gid = plan.repo.owner_ids
     ws.prepare_record(paths)
     step("before:workspace")
-    ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
+    # Marked as launcher's as they are made: gc removes no folder without its mark.
+    with deps.marks.making(paths.worktree):
+        ws.prepare_worktree_dir(paths.worktree, owner_uid, owner_gid)
     plan.repo.add_worktree(paths.worktree, run.branch, plan.base_sha)
     step("after:workspace")
-    ws.make_sandbox(paths)
+    with deps.marks.making(paths.sandbox):
+        ws.make_sandbox(paths)
     ws.write_private_git_dir(
         paths,
         PrivateGitSpec(
@@ -33,6 +36,7 @@ def prepare_workspace(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPa
             user_name="launcher agent",
             user_email=agent_email(run.id),
             sparse_patterns=cone_patterns(plan.sparse) if plan.sparse else None,
+            shallow_file=plan.repo.git_dir / "shallow",
         ),
     )
     write_task_scope(deps, plan.task, run, paths)

@@ -16,33 +16,43 @@ TIP = "d" * 40
 def test_every_failing_step_is_recorded_and_the_later_steps_still_run(world: FakeWorld) -> None:
     world.sandbox.agent = lambda _spec, out: (commit_bundle(out, TIP), (0, b""))[1]
     world.sandbox.fail["remove"] = DockerError("cannot remove container: 500")
-    world.repo.fail["verify_bundle"] = GitError("bundle verify failed")
     world.repo.fail["prune_worktrees"] = GitError("worktree prune failed")
     run = world.run_task()
     errors = run.details.errors or []
-    assert [e.split(":")[0] for e in errors] == ["container cleanup", "harvest", "cleanup"], errors
+    assert [e.split(":")[0] for e in errors] == ["container cleanup", "cleanup"], errors
     assert run.details.harvest is not None
-    assert run.details.harvest.error == "bundle verify failed"
-    assert run.details.agent_result is not None, "the steps after a failed harvest ran"
-    assert not world.deps.paths(run).sandbox.exists(), "folders are removed after a failed harvest"
-    # Exit 0 with work not harvested; the record says so (issue #15 makes this its own state).
+    assert run.details.harvest.tip == TIP
+    assert run.details.agent_result is not None, "the steps after a failed cleanup step ran"
+    assert not world.deps.paths(run).sandbox.exists(), "the sandbox is removed although the prune failed"
     assert run.state is RunState.EXITED
 
 
-def test_a_bundle_that_does_not_descend_from_the_base_leaves_the_branch_at_the_base(world: FakeWorld) -> None:
-    world.sandbox.agent = lambda _spec, out: (commit_bundle(out, TIP, parent="e" * 40), (0, b""))[1]
+def test_a_harvest_that_fails_keeps_everything_and_ends_unharvested(world: FakeWorld) -> None:
+    """Until 1679cc1 a failed harvest still removed the folders and recorded `exited`."""
+    world.sandbox.agent = lambda _spec, out: (commit_bundle(out, TIP), (0, b""))[1]
+    world.sandbox.fail["remove"] = DockerError("cannot remove container: 500")
+    world.repo.fail["verify_bundle"] = GitError("bundle verify failed")
     run = world.run_task()
+    errors = run.details.errors or []
+    assert [e.split(":")[0] for e in errors] == ["container cleanup", "harvest", "kept", "recover"], errors
+    assert run.state is RunState.UNHARVESTED
+    assert run.exit_code == 0, "the agent's own exit code is still recorded"
+    harvest = run.details.harvest
+    assert harvest is not None
+    assert harvest.error == "the run's bundle is corrupt: bundle verify failed"
+    assert harvest.ending == "exited"
+    paths = world.deps.paths(run)
+    assert harvest.bundle == str(paths.harvested_bundle)
+    assert paths.harvested_bundle.is_file()
+    assert harvest.kept_worktree == str(paths.worktree)
+    assert paths.worktree.is_dir()
+    assert harvest.kept_sandbox == str(paths.record / "sandbox")
+    assert (paths.record / "sandbox" / "git").is_dir()
+    assert not paths.sandbox.exists()
+    assert run.details.keep_worktree is True, "gc must leave the kept worktree alone"
+    assert any("launcher import" in how for how in harvest.recover)
+    assert run.details.agent_result is not None, "the steps after a failed harvest ran"
     assert world.repo.refs[f"refs/heads/{run.branch}"] == BASE
-    assert run.details.harvest is not None
-    assert "does not descend from its base" in (run.details.harvest.error or "")
-
-
-def test_a_bundle_carrying_more_than_head_is_refused(world: FakeWorld) -> None:
-    heads = ("HEAD", "refs/heads/other")
-    world.sandbox.agent = lambda _spec, out: (commit_bundle(out, TIP, heads=heads), (0, b""))[1]
-    run = world.run_task()
-    assert world.repo.refs[f"refs/heads/{run.branch}"] == BASE
-    assert "must carry HEAD only" in (run.details.harvest.error if run.details.harvest else "")
 
 
 def test_a_run_settled_by_someone_else_first_keeps_their_verdict(world: FakeWorld) -> None:
