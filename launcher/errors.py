@@ -29,6 +29,7 @@ class ExitCode:
     RUN_LOST = 13
     CAPACITY = 14  # a bounded pool (run network subnets) is used up until other runs end
     RUN_UNHARVESTED = 15  # the run's work is kept but not on its branch (`launcher import` recovers it)
+    RUN_EXCEEDED = 16  # the run was stopped at a bound: its disk budget, or the disk's reserve
     INTERRUPTED = 130
 
 
@@ -209,6 +210,7 @@ RUN_STATE_EXIT_CODES: dict[str, int] = {
     "cancelled": ExitCode.RUN_CANCELLED,
     "lost": ExitCode.RUN_LOST,
     "unharvested": ExitCode.RUN_UNHARVESTED,
+    "exceeded": ExitCode.RUN_EXCEEDED,
 }
 
 

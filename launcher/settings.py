@@ -57,6 +57,21 @@ class RunDefaults(BaseModel):
         ge=1024,
         description="bytes: the biggest bundle of a run's work the host imports; a bigger one is kept, not imported",
     )
+    disk: int = Field(
+        default=20 * 1024**3,
+        ge=1024 * 1024,
+        description="bytes a run's folders (worktree, private git dir, out/, task copy) may hold; a run that "
+        "grows past it is stopped and recorded `exceeded`",
+    )
+    disk_reserve: int = Field(
+        default=1024**3,
+        ge=0,
+        description="bytes to keep free on the case root's file system (the default: at most a twentieth of "
+        "it): a run is not started below it, and a live run is stopped (`exceeded`) when the disk gets there",
+    )
+    disk_check: float = Field(
+        default=2.0, gt=0, le=600, description="seconds between two looks at a live run's disk use"
+    )
 
 
 class NetworkSettings(BaseModel):
@@ -110,6 +125,9 @@ DEFAULT_CONFIG_TEXT = """\
 # uid_base = 20000                        # per-run uids are uid_base + (run number % uid_span)
 # uid_span = 40000
 # bundle_max = 536870912                  # bytes (512 MiB): a run whose bundle is bigger ends unharvested, bundle kept
+# disk = 21474836480                     # bytes (20 GiB) a run's folders may hold; past it the run is stopped
+# disk_reserve = 1073741824               # bytes (1 GiB) kept free on the root's disk: runs stop before it fills
+# disk_check = 2                          # seconds between two looks at a live run's disk use
 
 [network]
 # What runs may reach. Every run gets a network of its own whose only way out is launcher's

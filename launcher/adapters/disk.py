@@ -41,3 +41,9 @@ def free_bytes(path: Path) -> int:
     """What an unprivileged writer can still write on ``path``'s file system."""
     info = os.statvfs(path)
     return info.f_bavail * info.f_frsize
+
+
+def size_bytes(path: Path) -> int:
+    """The size of ``path``'s file system."""
+    info = os.statvfs(path)
+    return info.f_blocks * info.f_frsize

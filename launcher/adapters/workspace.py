@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from launcher.adapters.disk import free_bytes, size_bytes, tree_bytes
 from launcher.adapters.safe_io import (
     OverCapError,
     atomic_write,
@@ -265,6 +266,15 @@ def _on_host(what: str) -> Iterator[None]:
 
 class LocalWorkspace:
     """WorkspacePort on the local file system."""
+
+    def disk_usage(self, tops: list[Path]) -> int:
+        return tree_bytes(tops)
+
+    def free_space(self, path: Path) -> int:
+        return free_bytes(path)
+
+    def disk_size(self, path: Path) -> int:
+        return size_bytes(path)
 
     def prepare_record(self, paths: RunPaths) -> None:
         with _on_host("prepare the run's record folder"):

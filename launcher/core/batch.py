@@ -28,7 +28,16 @@ from launcher.errors import LauncherError
 from launcher.models import RunOwner, RunRecord, TaskRecord
 
 COORDINATOR_RETRIES = 5
-FINISHED = frozenset({RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED, RunState.UNHARVESTED})
+FINISHED = frozenset(
+    {
+        RunState.EXITED,
+        RunState.FAILED,
+        RunState.TIMED_OUT,
+        RunState.CANCELLED,
+        RunState.UNHARVESTED,
+        RunState.EXCEEDED,
+    }
+)
 
 
 class BatchOptions(BaseModel):

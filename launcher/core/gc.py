@@ -44,6 +44,18 @@ class GcReport(BaseModel):
         return [f"{a.kind} {a.target}: {a.error}" for a in self.actions if a.error]
 
 
+def act(report: GcReport, action: GcAction, do: Callable[[], object]) -> None:
+    """Report ``action``; unless this is a dry run, do it, recording whether it worked."""
+    report.actions.append(action)
+    if report.dry_run:
+        return
+    try:
+        do()
+        action.done = True
+    except (LauncherError, OSError) as exc:
+        action.error = str(exc)
+
+
 class GarbageCollector:
     def __init__(self, deps: RunDeps, owner_alive: Callable[[RunOwner | None], bool | None]) -> None:
         self.deps = deps
@@ -121,14 +133,7 @@ class GarbageCollector:
             raise LauncherError("; ".join(problems))
 
     def _act(self, report: GcReport, action: GcAction, do: Callable[[], object]) -> None:
-        report.actions.append(action)
-        if report.dry_run:
-            return
-        try:
-            do()
-            action.done = True
-        except (LauncherError, OSError) as exc:
-            action.error = str(exc)
+        act(report, action, do)
 
     def _settle_orphaned_runs(self, report: GcReport) -> None:
         for run in self.deps.store.list_runs(states=LIVE_RUN_STATES):

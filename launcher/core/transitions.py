@@ -74,9 +74,20 @@ class RunState(StrEnum):
     # refused; HEAD not on its base; the branch moved by someone else): all of it is kept
     # (bundle, refs, worktree) and `launcher import` recovers it. A failure, whatever the agent did.
     UNHARVESTED = "unharvested"
+    # Stopped at a bound the host sets for every run (its disk budget, the disk's reserve): the
+    # run's work up to then is harvested as for any stop. A failure, not retried.
+    EXCEEDED = "exceeded"
 
 
 TERMINAL_RUN_STATES = frozenset(
-    {RunState.EXITED, RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED, RunState.LOST, RunState.UNHARVESTED}
+    {
+        RunState.EXITED,
+        RunState.FAILED,
+        RunState.TIMED_OUT,
+        RunState.CANCELLED,
+        RunState.LOST,
+        RunState.UNHARVESTED,
+        RunState.EXCEEDED,
+    }
 )
 LIVE_RUN_STATES = frozenset({RunState.CREATED, RunState.PREPARING, RunState.RUNNING})

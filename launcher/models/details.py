@@ -148,6 +148,15 @@ class AgentResultReport(Recorded):
     error: str | None = None
 
 
+class ExceededDetails(Recorded):
+    """The bound a run was stopped at."""
+
+    bound: Literal["disk", "reserve"] = Field(description="disk: its own budget; reserve: the disk's free space")
+    limit: int = Field(description="bytes: the budget, or the reserve to keep free")
+    used: int = Field(description="bytes the run's folders held when it was stopped")
+    free: int = Field(description="bytes left on the disk when it was stopped")
+
+
 class RunDetails(Recorded):
     """Everything the steps of a run recorded about it.
 
@@ -196,6 +205,8 @@ class RunDetails(Recorded):
     egress: EgressDetails | None = None
     # ran
     oom_killed: bool | None = None
+    exceeded: ExceededDetails | None = None
+    disk_used: int | None = Field(default=None, description="bytes its folders held at the last look")
     memory_limit: str | None = None
     output_bytes: int | None = Field(default=None, description="bytes the agent wrote (stdout and stderr)")
     log_dropped: int | None = Field(
@@ -210,3 +221,4 @@ class RunDetails(Recorded):
     agent_result: AgentResultReport | None = None
     errors: list[str] | None = None
     removed: bool | None = Field(default=None, description="`launcher rm` removed its container and folders")
+    pruned: bool | None = Field(default=None, description="`gc --older-than/--max-records` removed its record folder")

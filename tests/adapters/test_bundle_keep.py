@@ -23,6 +23,7 @@ def layout(tmp_path: Path) -> RunPaths:
     return paths
 
 
+@pytest.mark.slow
 def test_a_big_file_is_copied_in_bounded_memory(tmp_path: Path) -> None:
     """Before issue #15 the whole bundle was read into memory (twice: 1 GB for 500 MB)."""
     source = tmp_path / "big"

@@ -49,6 +49,7 @@ def test_names_a_shell_would_misread_and_nul_bytes_are_refused(
         _spec(tmp_path, env, {}, [])
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=40))
 def test_any_text_survives_the_quoting(tmp_path_factory: pytest.TempPathFactory, value: str) -> None:

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from helpers import CliResult, invoke, run_cli
 
 Cli = Callable[..., CliResult]
@@ -119,6 +120,7 @@ def test_check_missing_folder_is_not_found(cli: Cli, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["error"]["code"] == "not-found"
 
 
+@pytest.mark.slow
 def test_check_as_a_real_process(tmp_path: Path) -> None:
     root = harness(tmp_path / "harness")
     result = run_cli(["paths", "check", str(root), "--json"], timeout=120)
@@ -220,6 +222,7 @@ def test_fix_json_lists_changed_files_and_counts(cli: Cli, case_root: Path) -> N
     assert [h["file"] for h in data["unfixed"]] == ["AGENTS.md"]
 
 
+@pytest.mark.slow
 def test_fixed_script_runs_from_a_copied_harness(tmp_path: Path) -> None:
     root = harness(tmp_path / "case")
     result = run_cli(["paths", "fix", str(root)], timeout=120)

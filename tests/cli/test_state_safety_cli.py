@@ -21,6 +21,7 @@ def snapshot(top: Path) -> list[str]:
 # -- [run].worktrees_dir ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("configured", "why"),
     [
@@ -50,6 +51,7 @@ def test_a_worktrees_dir_that_is_not_a_folder_of_its_own_is_refused(tmp_path: Pa
     assert snapshot(root) == before
 
 
+@pytest.mark.slow
 def test_a_worktrees_dir_of_its_own_is_accepted(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "case")
     (root / "launcher.toml").write_text(f'[run]\nworktrees_dir = "{tmp_path / "worktrees"}"\n')

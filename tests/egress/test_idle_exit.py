@@ -27,6 +27,9 @@ IDLE = 0.3
 STAYS = 8 * IDLE
 DEADLINE = 30.0
 
+# Each test starts the proxy program in processes of its own.
+pytestmark = pytest.mark.slow
+
 
 @contextmanager
 def proxy(tmp_path: Path, *extra: str) -> Iterator[subprocess.Popen[str]]:

@@ -8,6 +8,7 @@ write transactions are serialised, this dialect needs no row locks and no serial
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import tempfile
@@ -149,6 +150,11 @@ class SqliteDialect:
                 f"the state store {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f}s ({text})",
                 hint="another launcher process holds a long transaction; retry",
             )
+        if "full" in text:  # SQLITE_FULL: "database or disk is full"
+            return StateStoreError(
+                f"the state store {self.path} cannot grow: the disk under it is full ({text})",
+                hint="free space (`launcher gc --older-than 7d` prunes old runs' records); nothing was half-written",
+            )
         return StateStoreError(f"state store {self.path}: {text}")
 
     def write(self, body: Callable[[Cursor], _T]) -> _T:
@@ -174,15 +180,15 @@ class SqliteDialect:
         try:
             result = body(db)
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise self._store_error(exc) from exc
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise self._store_error(exc) from exc
         return result
 
@@ -238,3 +244,11 @@ class EmptySqliteCoordinator(SqliteCoordinator):
             super().close()
         finally:
             shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (a full disk rolls it back itself,
+    and a second ROLLBACK would hide that error behind "no transaction is active")."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")

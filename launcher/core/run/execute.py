@@ -59,7 +59,7 @@ def _execute(deps: RunDeps, plan: RunPlan, run: RunRecord, output: RunOutput) ->
             container_id = _start_from_scratch(deps, plan, run, paths, output)
         run = store.update_run(run.id, expected=[RunState.PREPARING], state=RunState.RUNNING, started_at=utcnow())
         step("after:start")
-        ending, exit_code = supervise(deps, run, container_id, plan)
+        ending, exit_code = supervise(deps, run, container_id, plan, paths)
         step("after:wait")
     except KeyboardInterrupt as exc:
         # Ctrl-C, or SIGTERM/SIGHUP (a CI runner cancelling the job): the agent gets its grace.

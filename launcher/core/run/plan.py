@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from launcher.core.netpolicy import EgressPolicy, NetworkMode, build_policy, normalise_mode, resolve_key_values
 from launcher.core.run.deps import RunDeps
+from launcher.core.run.disk import check_room
 from launcher.core.run.request import RunPlan, RunRequest
 from launcher.core.run.secrets import check_secret_value, resolve_secrets
 from launcher.core.sparse import normalise_sparse_dirs
@@ -31,6 +32,7 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         )
     image = request.image or task.image or d.image
     image_id = deps.sandbox.image_id(image)
+    check_room(deps)
     repo_path = deps.locate_repo(task)
     if not repo_path:
         raise InvalidInputError(

@@ -11,7 +11,7 @@ from launcher.core.netpolicy import EgressPolicy
 from launcher.core.ports import RepoPort
 from launcher.models import TaskRecord
 
-Ending = Literal["exited", "failed", "timed-out", "cancelled", "lost"]
+Ending = Literal["exited", "failed", "timed-out", "cancelled", "lost", "exceeded"]
 
 
 class RunRequest(BaseModel):

@@ -70,7 +70,8 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
     if harvest is not None:
         taken = harvest.details
         if not harvest.complete:
-            state = RunState.UNHARVESTED
+            # A run stopped at its disk bound says so first; what it left is kept all the same.
+            state = RunState.EXCEEDED if outcome.ending == "exceeded" else RunState.UNHARVESTED
             taken = taken.model_copy(update={"ending": outcome.ending, **kept})
             problems += _kept_lines(taken)
             if "kept_worktree" in kept:

@@ -74,6 +74,7 @@ def outputs(draw: st.DrawFn) -> tuple[list[str], bytes, list[int]]:
     return values, data, draw(st.lists(st.integers(min_value=0, max_value=10_000), max_size=8))
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(outputs())
 def test_redaction_is_the_same_however_the_output_is_chunked(case: tuple[list[str], bytes, list[int]]) -> None:
