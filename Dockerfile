@@ -18,16 +18,18 @@ RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
         && update-ca-certificates >/dev/null; \
     fi
 
+# A normal (non-editable) install: the wheel carries images/ as package data (setup.py), so
+# `launcher image build` works in this image without the sources, which are removed.
 WORKDIR /opt/launcher
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY launcher ./launcher
+COPY images ./images
 RUN python3 -m venv /opt/venv \
  && PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/venv/bin/pip install --no-cache-dir --quiet . \
- && rm -rf /opt/launcher/build
-COPY images ./images
+ && cd / && rm -rf /opt/launcher
+WORKDIR /
 
 ENV PATH=/opt/venv/bin:$PATH \
-    LAUNCHER_IMAGES_DIR=/opt/launcher/images \
     PYTHONUNBUFFERED=1
 ENTRYPOINT ["launcher"]
 CMD ["--help"]

@@ -30,6 +30,8 @@ class ExitCode:
     CAPACITY = 14  # a bounded pool (run network subnets) is used up until other runs end
     RUN_UNHARVESTED = 15  # the run's work is kept but not on its branch (`launcher import` recovers it)
     RUN_EXCEEDED = 16  # the run was stopped at a bound: its disk budget, or the disk's reserve
+    CLAIMED = 17  # the task is claimed by a live run elsewhere (another CI job, a batch worker)
+    PUBLISH_FAILED = 18  # the run's work is on its local branch, but the push or the pull request failed
     INTERRUPTED = 130
 
 
@@ -193,6 +195,20 @@ class BundleOverCapError(HarvestIncompleteError):
         self.kept = kept
         self.size = size
         self.max_bytes = max_bytes
+
+
+class TaskClaimedError(LauncherError, RuntimeError):
+    """The task's claim is held by a live run elsewhere; starting another would run it twice."""
+
+    exit_code = ExitCode.CLAIMED
+    code = "claimed"
+
+
+class PublishError(LauncherError, RuntimeError):
+    """The host could not push the run's branch or open its pull request; the branch is kept locally."""
+
+    exit_code = ExitCode.PUBLISH_FAILED
+    code = "publish-failed"
 
 
 class CapacityError(LauncherError, RuntimeError):

@@ -69,6 +69,13 @@ class RunDefaults(BaseModel):
         description="bytes to keep free on the case root's file system (the default: at most a twentieth of "
         "it): a run is not started below it, and a live run is stopped (`exceeded`) when the disk gets there",
     )
+    claim_lease: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="seconds a run's claim on its task lasts unless renewed (renewed every quarter of it): how "
+        "long a launcher that died blocks its task",
+    )
     disk_check: float = Field(
         default=2.0, gt=0, le=600, description="seconds between two looks at a live run's disk use"
     )
@@ -94,12 +101,44 @@ class NetworkSettings(BaseModel):
     )
 
 
+class PublishSettings(BaseModel):
+    """[publish] in launcher.toml: how the host sends a run's work to a forge (never the run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    push: bool = Field(default=False, description="push every run's branch after harvest (as --push)")
+    remote: str = Field(default="origin", description="remote name of the host repository, or a URL")
+    token_env: str | None = Field(
+        default=None,
+        description="host environment variable holding the forge token (pushes over HTTPS and the REST API); "
+        "else git's own credential helper / GIT_ASKPASS",
+    )
+    token_user: str = Field(
+        default="x-access-token",
+        min_length=1,
+        pattern=r"^[^\s:@/]+$",
+        description="the user name the token is sent with over HTTPS when the remote URL names none "
+        "(GitHub: any; GitLab: oauth2; Bitbucket: x-token-auth)",
+    )
+    pr: bool = Field(default=False, description="open (or update) one pull request per task attempt (as --pr)")
+    draft: bool = Field(default=True, description="pull requests are opened as drafts")
+    forge: Literal["github"] = Field(default="github", description="which forge's REST API opens pull requests")
+    api_url: str = Field(
+        default="https://api.github.com", description="the forge's REST API (GitHub Enterprise: https://HOST/api/v3)"
+    )
+
+
 class LauncherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state_url: str | None = Field(default=None, description="coordinator URL; default SQLite in .launcher")
     run: RunDefaults = Field(default_factory=RunDefaults)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+    repos: dict[str, str] = Field(
+        default_factory=dict,
+        description="repository name -> local path or remote URL, for tasks whose repository is not in projects.json",
+    )
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -127,6 +166,7 @@ DEFAULT_CONFIG_TEXT = """\
 # bundle_max = 536870912                  # bytes (512 MiB): a run whose bundle is bigger ends unharvested, bundle kept
 # disk = 21474836480                     # bytes (20 GiB) a run's folders may hold; past it the run is stopped
 # disk_reserve = 1073741824               # bytes (1 GiB) kept free on the root's disk: runs stop before it fills
+# claim_lease = 60                        # seconds a dead launcher's claim blocks its task (renewed every 15 s)
 # disk_check = 2                          # seconds between two looks at a live run's disk use
 
 [network]
@@ -142,6 +182,20 @@ DEFAULT_CONFIG_TEXT = """\
 #
 # [network.preset]
 # mirrors = ["mirror.example.com", "*.cdn.example.com"]
+
+[publish]
+# Results leave only from the host, with the host's credentials; a run never holds them.
+# push = false                            # push every run's branch after harvest (as --push)
+# remote = "origin"                       # remote of the host repository, or a URL
+# token_env = "GITHUB_TOKEN"              # host variable holding the forge token; else git's credential helper
+# token_user = "x-access-token"           # user sent with the token (GitLab: "oauth2")
+# pr = false                              # open or update one pull request per task attempt (as --pr)
+# draft = true
+# api_url = "https://api.github.com"      # GitHub Enterprise: "https://HOST/api/v3"
+
+[repos]
+# Where a task's repository is on this machine when projects.json does not say:
+# name = "/srv/checkouts/name"  or  name = "https://git.example.com/team/name.git" (cloned on demand)
 """
 
 
@@ -168,6 +222,11 @@ class Layout:
     def runs_dir(self) -> Path:
         """Host-only per-run records: logs, harvested bundles. Never mounted into a run."""
         return self.state_dir / "runs"
+
+    @property
+    def clones_dir(self) -> Path:
+        """Host-only clone cache: repositories named by remote URL, cloned on demand."""
+        return self.state_dir / "clones"
 
     @property
     def marks_dir(self) -> Path:

@@ -5,13 +5,20 @@
 #   bash scripts/quickstart.sh [WORKDIR]
 #
 # WORKDIR (default: ./quickstart) gets a case root and a small git repository.
+# LAUNCHER_BIN=PATH uses that launcher command (e.g. from `pipx install .` or a wheel) instead of
+# setting up .venv.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mkdir -p "${1:-$here/quickstart}" && cd "${1:-$here/quickstart}" && pwd)"
 
-bash "$here/scripts/setup-venv.sh"
+if [ -n "${LAUNCHER_BIN:-}" ]; then
+    launcher_bin="$LAUNCHER_BIN"
+else
+    bash "$here/scripts/setup-venv.sh"
+    launcher_bin="$here/.venv/bin/launcher"
+fi
 bash "$here/scripts/ensure-base-image.sh"
-launcher() { "$here/.venv/bin/launcher" "$@"; }
+launcher() { "$launcher_bin" "$@"; }
 launcher image build   # agent-base and egress-proxy
 
 repo="$work/demo-repo"

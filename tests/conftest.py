@@ -9,6 +9,7 @@ import pytest
 from helpers import CliResult, git, invoke, make_repo, run_cli
 
 __all__ = ["CliResult", "git", "invoke", "make_repo", "run_cli"]
+pytest_plugins = ["forgekit"]  # the stand-in forge (tests/forgekit.py): the `forge` fixture
 
 # Ryuk (testcontainers' reaper) cannot be pulled here; tests label and remove what they create.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")

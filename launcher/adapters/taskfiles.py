@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.adapters.locks import file_lock
-from launcher.adapters.safe_io import atomic_write
+from launcher.adapters.safe_io import atomic_write, read_untrusted
 from launcher.core.ports import Coordinator
 from launcher.errors import InvalidInputError, LauncherError, StateStoreError
 from launcher.models import TaskRecord, TransitionRecord, iso
@@ -36,6 +36,10 @@ def sha256(data: bytes) -> str:
 def render_task_json(doc: dict[str, Any]) -> bytes:
     # case writes json.dump(data, f, indent=2) plus a newline; match it byte for byte.
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# A task's description as a pull request shows it: GitHub's body holds 65,536 characters in all.
+MD_READ_MAX = 256 * 1024
 
 
 def render_task_md(task: TaskRecord, body: str | None, template: str | None = None) -> str:
@@ -86,6 +90,13 @@ class TaskFiles:
     def md_path(self, task: TaskRecord) -> Path:
         path = self.json_path(task)
         return path.with_name(path.name.removesuffix(JSON_SUFFIX) + ".md")
+
+    def read_md(self, task: TaskRecord) -> str | None:
+        try:
+            data = read_untrusted(self.md_path(task), max_bytes=MD_READ_MAX)
+        except (OSError, LauncherError):
+            return None  # a pull request without the description, not no pull request
+        return data.decode("utf-8", errors="replace")
 
     @contextmanager
     def locked(self, task_id: str) -> Iterator[None]:

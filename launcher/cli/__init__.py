@@ -25,7 +25,10 @@ from launcher.cli import (
     init_cmd,
     paths_cmd,
     pool_cmd,
+    prune_cmd,
     ps_cmd,
+    push_cmd,
+    results_cmd,
     run_cmd,
     stop_cmd,
     task_cmd,
@@ -79,6 +82,9 @@ detach.register(app)
 batch_cmd.register(app)
 pool_cmd.register(app)
 import_cmd.register(app)
+push_cmd.register(app)
+results_cmd.register(app)
+prune_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:

@@ -105,6 +105,7 @@ class Application:
         from launcher.adapters.docker.sandbox import DockerSandbox
         from launcher.adapters.faults import fault_point
         from launcher.adapters.folder_marks import FolderMarks, MarkedWorkspace
+        from launcher.adapters.git_publish import GitPublisher
         from launcher.adapters.harness_view import HarnessView
         from launcher.adapters.poolslots import PoolSlots
         from launcher.adapters.taskfiles import TaskFiles, schema_validator
@@ -134,6 +135,8 @@ class Application:
             checkpoint=fault_point,
             locate_repo=self.repositories.locate,
             network=self.config.network,
+            publish=self.config.publish,
+            publisher=GitPublisher(),
             egress=self.make_egress(store, lambda: sandbox.client),
             pool=PoolSlots(layout.state_dir / "pool", layout.worktrees_dir),
             marks=marks,
@@ -146,9 +149,12 @@ class Application:
 
     @cached_property
     def repositories(self) -> Repositories:
+        from launcher.adapters.clone_cache import CloneCache
         from launcher.core.repos import Repositories
 
-        return Repositories(self.projects, self.open_repo)
+        layout = self.layout
+        clones = CloneCache(layout.clones_dir, layout.locks_dir)
+        return Repositories(self.projects, self.open_repo, configured=self.config.repos, root=self.root, clones=clones)
 
     def make_egress(self, store: Coordinator, docker: Callable[[], Any]) -> RunEgress:
         from launcher.adapters.docker import egress_proxy_path, egress_proxy_sha256, install_egress_proxy
@@ -198,6 +204,7 @@ class Application:
         """Adopt task files launcher has not seen; with ``full``, also import hand edits."""
         from launcher.adapters import harness
         from launcher.core.adopt import Adopter
+        from launcher.errors import LauncherError
 
         projects = self.projects
         repo_paths = [p for p in (projects.path_of(n) for n in projects.names) if p.is_dir()]
@@ -208,8 +215,26 @@ class Application:
         def repo_path_of(name: str) -> str | None:
             return str(projects.path_of(name)) if name in projects.names else None
 
+        urls: dict[str, str | None] = {}
+
+        def repo_url_of(name: str) -> str | None:
+            path = repo_path_of(name)
+            if path is None or not Path(path).is_dir():
+                return None
+            if name not in urls:
+                try:
+                    urls[name] = self.repositories.url_of(self.open_repo(path).toplevel)
+                except LauncherError:
+                    urls[name] = None  # not a repository (yet): the task still adopts, by name only
+            return urls[name]
+
         adopter = Adopter(
-            self.store, self.task_files, repo_path_of, harness.read_md_title, base_ref=self.config.run.base_ref
+            self.store,
+            self.task_files,
+            repo_path_of,
+            harness.read_md_title,
+            base_ref=self.config.run.base_ref,
+            repo_url_of=repo_url_of,
         )
         return adopter.reconcile(found, legacy, full=full, known_paths=known)
 

@@ -68,6 +68,11 @@ def batch(
     sparse: list[str] = typer.Option(
         None, "--sparse", metavar="DIR", help="Check out only these folders in every run (see `run --help`)."
     ),
+    push: bool = typer.Option(
+        None, "--push/--no-push", help="The host pushes every run's branch after harvest (see `run --help`)."
+    ),
+    remote: str = typer.Option(None, "--remote", metavar="NAME|URL", help="Where --push pushes."),
+    pr: bool = typer.Option(None, "--pr/--no-pr", help="Push, then open each task attempt's pull request."),
     as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines and the summary as JSON."),
 ) -> None:
     """Claim queued tasks and run each as an isolated run, until the queue is empty (or forever with --watch).
@@ -94,6 +99,9 @@ def batch(
         presets=preset or [],
         api_keys=api_key or [],
         sparse=sparse or [],
+        push=push,
+        remote=remote,
+        pr=pr,
     )
     app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
     live = None if as_json or not sys.stderr.isatty() else LiveTable()
@@ -189,14 +197,22 @@ def matrix(
     status: str = typer.Option("queued", "--status", help="`queued` (default), or a task status such as active."),
     fmt: str = typer.Option("github", "--format", help='github: one-line {"include": […]}; json: pretty list.'),
 ) -> None:
-    """Print tasks as a CI matrix: one job per task, each running `launcher run TASK`."""
+    """Print tasks as a CI matrix: one job per task, each running `launcher run TASK`.
+
+    Only what is still to do: a task a live run holds (a job is on it) or that a run finished
+    (exited 0) since it was queued is left out, so planning again never repeats finished work;
+    a task whose runs failed stays in. `launcher queue TASK` puts a finished task back.
+    """
+    import time
+
+    from launcher.core.matrix import plan_matrix
     from launcher.errors import InvalidInputError
 
+    if fmt not in ("github", "json"):
+        raise InvalidInputError(f"--format {fmt!r}: choose github or json")
     app_ = app_of(ctx).read_only()  # a look only: no state store is made where there is none
-    include = [{"task": t.id, "slug": t.slug} for t in app_.tasks.for_matrix(status)]
+    include = [{"task": t.id, "slug": t.slug} for t in plan_matrix(app_.store, status, time.time())]
     if fmt == "github":
         typer.echo(json.dumps({"include": include}, separators=(",", ":")))
-    elif fmt == "json":
-        emit_json({"include": include})
     else:
-        raise InvalidInputError(f"--format {fmt!r}: choose github or json")
+        emit_json({"include": include})

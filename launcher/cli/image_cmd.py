@@ -1,4 +1,4 @@
-"""`launcher image build`: build agent images from images/<NAME>."""
+"""`launcher image build`: build agent images from their build contexts, images/<NAME>."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ def build(
         help="Folders under images/ to build (default: what runs need: agent-base and egress-proxy).",
     ),
     images_dir: str = typer.Option(
-        None, "--images-dir", help="Where image folders live (default: ./images of launcher)."
+        None,
+        "--images-dir",
+        help="Where image folders live (default: $LAUNCHER_IMAGES_DIR, else the ones installed with launcher, "
+        "else images/ of the source checkout).",
     ),
     force: bool = typer.Option(False, "--force", help="Build even when the content hash is unchanged."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -34,6 +37,8 @@ def build(
 
     progress = None if as_json else (lambda line: typer.echo(line, err=True))
     folder = find_images_dir(images_dir)
+    if progress:
+        progress(f"build contexts: {folder}")
     results = []
     for name in names or RUN_IMAGES:
         result = build_image(folder, name, force=force, progress=progress)

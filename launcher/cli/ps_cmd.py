@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from launcher.cli.app_context import app_of, emit_json, table
 from launcher.cli.run_cmd import run_view
+
+if TYPE_CHECKING:
+    from launcher.models import RunRecord
 
 
 def register(app: typer.Typer) -> None:
@@ -38,10 +42,24 @@ def ps(
             "" if r.exit_code is None else str(r.exit_code),
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.branch,
+            _published(r),
         ]
         for r in runs
     ]
-    typer.echo(table(rows, ["RUN", "TASK", "STATE", "EXIT", "CREATED", "BRANCH"]))
+    typer.echo(table(rows, ["RUN", "TASK", "STATE", "EXIT", "CREATED", "BRANCH", "PUSHED"]))
+
+
+def _published(run: RunRecord) -> str:
+    """`yes`, `yes+PR#12`, `FAILED` (see `run --json` for why), `-` (nothing to push), or blank."""
+    published = run.details.publish
+    if published is None:
+        return ""
+    if published.error is not None:
+        return "FAILED"
+    if not published.pushed:
+        return "-"
+    pull = published.pull_request
+    return f"yes+PR#{pull.number}" if pull is not None else "yes"
 
 
 def logs(

@@ -27,7 +27,11 @@ def run(
         None, metavar="TASK_ID [-- COMMAND…]", help="The task to run and, after --, the agent command."
     ),
     repo: str = typer.Option(
-        None, "--repo", metavar="PATH|NAME", help="Create the task in this repository first (with --title)."
+        None,
+        "--repo",
+        metavar="PATH|NAME",
+        help="With --title: create the task in this repository first. With TASK_ID: this task's repository "
+        "on this machine (a path, a projects.json or [repos] name, or a remote URL to clone).",
     ),
     title: str = typer.Option(None, "--title", metavar="TEXT", help="Title of the task to create (with --repo)."),
     image: str = typer.Option(
@@ -95,6 +99,25 @@ def run(
         "--pool/--no-pool",
         help="Take a warm slot from `launcher pool warm` when one matches (repository, image, network kind).",
     ),
+    push: bool = typer.Option(
+        None,
+        "--push/--no-push",
+        help="After harvest the host pushes the run's branch (and kept work) with the host's git credentials, "
+        "never the run's; a remote ref someone else moved is refused, never overwritten (default: [publish] push).",
+    ),
+    remote: str = typer.Option(
+        None, "--remote", metavar="NAME|URL", help="Where --push pushes (default: [publish] remote, origin)."
+    ),
+    pr: bool = typer.Option(
+        None,
+        "--pr/--no-pr",
+        help="Push, then open the task attempt's pull request (a re-run updates it) (default: [publish] pr).",
+    ),
+    concurrent: bool = typer.Option(
+        False,
+        "--concurrent",
+        help="Run even while another live run (another CI job, a batch worker) holds the task's claim.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
     ),
@@ -103,7 +126,10 @@ def run(
 
     Exit status: 0 when the agent exited 0; 10 failed, 11 timed out, 12 cancelled (also
     when launcher gets SIGTERM or SIGHUP, as for Ctrl-C), 13 lost, 15 unharvested (its work is
-    kept but not on its branch: the output says how to recover it with `launcher import`).
+    kept but not on its branch: the output says how to recover it with `launcher import`),
+    16 exceeded (stopped at its disk budget), 17 claimed (another live run holds the task;
+    --concurrent runs anyway), 18 publish failed (the work is on the local branch; `launcher
+    push RUN` retries).
 
     Examples:
 
@@ -111,6 +137,7 @@ def run(
       launcher run demo-1 -- bash -lc 'make test'
       launcher run demo-1 --keep-worktree --timeout 600
       launcher run --repo ../api --title "Bump deps" -- ./agent.sh
+      launcher run api-3 --repo ~/src/api            # the task's repository is there on this machine
       launcher run demo-1 --preset pypi --allow git.example.com -- pip install -e .
       launcher run demo-1 --api-key ANTHROPIC_API_KEY=https://api.anthropic.com -- claude -p "…"
       launcher run big-7 --sparse services/api --sparse libs/common -- ./agent.sh
@@ -120,15 +147,20 @@ def run(
 
     app_ = app_of(ctx)
     items = list(args or [])
-    if repo or title:
-        if not (repo and title):
-            raise InvalidInputError("--repo and --title go together: they create the task to run")
+    where: str | None = None
+    if title:
+        if not repo:
+            raise InvalidInputError("--title goes with --repo: they create the task to run")
         task_ref = app_.create_task(repo, title, image=image, command=items).id
         command: list[str] = []
     else:
         if not items:
-            raise InvalidInputError("name a task to run (TASK_ID), or create one with --repo and --title")
+            hint = "with --repo alone, name the task whose repository it is" if repo else None
+            raise InvalidInputError("name a task to run (TASK_ID), or create one with --repo and --title", hint=hint)
         task_ref, command = items[0], items[1:]
+        if repo:
+            # Resolved here, once: a detached run's supervisor gets the path, not the name.
+            where = app_.repositories.locate(app_.store.resolve_task(task_ref), repo)
     request = run_request(
         task_ref,
         command,
@@ -144,6 +176,11 @@ def run(
         runtime=runtime,
         pool=use_pool,
         sparse=sparse,
+        repo=where,
+        push=push,
+        remote=remote,
+        pr=pr,
+        concurrent=concurrent,
     )
     if detach:
         from launcher.cli.detach import spawn_supervisor
@@ -215,11 +252,17 @@ def run_view(run: RunRecord) -> Any:
 
 def report(record: RunRecord, as_json: bool) -> None:
     """The finished run (as JSON, or a few lines on stderr); exits with its state's code."""
-    from launcher.errors import exit_code_of_run
+    from launcher.core.run.publish import publish_problem
+    from launcher.errors import ExitCode, exit_code_of_run
 
+    status = exit_code_of_run(record.state.value)
+    unpublished = publish_problem(record)
+    if unpublished and status == ExitCode.OK:
+        # The agent's work is on its local branch, but it did not leave the box as asked.
+        status = ExitCode.PUBLISH_FAILED
     if as_json:
         emit_json(run_view(record))
-        raise typer.Exit(exit_code_of_run(record.state.value))
+        raise typer.Exit(status)
     details = record.details
     commits = len(details.harvest.commits) if details.harvest else 0
     code = "" if record.exit_code is None else f", exit {record.exit_code}"
@@ -245,7 +288,12 @@ def report(record: RunRecord, as_json: bool) -> None:
         say(problem)
     for refused in details.task_changes.refused if details.task_changes else []:
         say(f"refused task change: {refused}")
-    raise typer.Exit(exit_code_of_run(record.state.value))
+    published = details.publish
+    if unpublished:
+        say(unpublished)
+    elif published is not None and published.pushed and published.ref:
+        say(f"pushed {published.ref} ({(published.sha or '')[:12]}) to {published.remote}")
+    raise typer.Exit(status)
 
 
 def say(line: str) -> None:

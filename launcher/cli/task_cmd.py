@@ -39,6 +39,8 @@ def print_task(app_: Application, task: TaskRecord) -> None:
     typer.echo(f"title:   {task.title}")
     typer.echo(f"status:  {task.status.value}")
     typer.echo(f"repo:    {task.repo} ({task.repo_path or '-'})")
+    if task.repo_url:
+        typer.echo(f"url:     {task.repo_url}")
     typer.echo(f"slug:    {task.slug}")
     if task.command:
         typer.echo(f"command: {' '.join(task.command)}")

@@ -63,12 +63,15 @@ class Adopter:
         read_md_title: Callable[[Path], str | None],
         *,
         base_ref: str = "HEAD",
+        repo_url_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.files = files
         # What adopted tasks' runs start from: the harness's files name none, [run].base_ref does.
         self.base_ref = base_ref
         self.repo_path_of = repo_path_of
+        # The named repository's remote URL, so its tasks resolve where projects.json lacks it.
+        self.repo_url_of = repo_url_of
         self.read_md_title = read_md_title
 
     def reconcile(
@@ -140,6 +143,7 @@ class Adopter:
                     title=title,
                     repo=str(repo),
                     repo_path=self.repo_path_of(str(repo)),
+                    repo_url=self.repo_url_of(str(repo)) if self.repo_url_of else None,
                     base_ref=self.base_ref,
                     doc=doc,
                     file_path=item.path,

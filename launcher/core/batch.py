@@ -23,6 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from launcher.core.ports import Coordinator
 from launcher.core.run import RunRequest, RunService, is_infrastructure_error
+from launcher.core.run.publish import publish_failed
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError
 from launcher.models import RunOwner, RunRecord, TaskRecord
@@ -54,6 +55,9 @@ class BatchOptions(BaseModel):
     presets: list[str] = Field(default_factory=list)
     api_keys: list[str] = Field(default_factory=list)
     sparse: list[str] = Field(default_factory=list, description="folders every run checks out (cone mode)")
+    push: bool | None = Field(default=None, description="the host pushes every run's branch ([publish] push)")
+    remote: str | None = None
+    pr: bool | None = None
 
 
 EventKind = Literal["claimed", "started", "finished", "retry", "skipped", "settled", "error", "lease-lost"]
@@ -136,12 +140,24 @@ class Batch:
             heartbeat.join(timeout=5)
         return self._summary
 
+    def _start_worker(self, index: int, what: str = "") -> tuple[Coordinator, RunService] | None:
+        """A worker's own connection and run service; a coordinator that is away for a moment
+        (a restart, a dropped connection while it connects) is waited for as in the claim loop."""
+        for failures in range(1, COORDINATOR_RETRIES + 2):
+            try:
+                return self.make_worker()
+            except LauncherError as exc:
+                if failures > COORDINATOR_RETRIES or self.stopping.is_set():
+                    self._error(f"{what or f'worker {index}'} could not start: {exc}")
+                    return None
+                self.stopping.wait(min(self.options.poll_seconds * failures, 30))
+        return None
+
     def _worker(self, index: int) -> None:
-        try:
-            store, service = self.make_worker()
-        except LauncherError as exc:
-            self._error(f"worker {index} could not start: {exc}")
+        started = self._start_worker(index)
+        if started is None:
             return
+        store, service = started
         lease_owner = f"{self._lease_id}:{index}"
         failures = 0
         try:
@@ -174,9 +190,10 @@ class Batch:
                     what = (
                         str(exc) if isinstance(exc, LauncherError) else f"internal error: {type(exc).__name__}: {exc}"
                     )
-                    self._error(f"{task.id}: {what}")
+                    self._error(f"{task.id}: {what} (taken off the queue: fix it, then `launcher queue {task.id}`)")
                     self._emit("error", task.id, index, detail=what)
-                    store.release_claim(task.id, lease_owner, done=False)
+                    # Off the queue: left on it, the same refusal would be claimed again at once, forever.
+                    store.release_claim(task.id, lease_owner, done=True)
                 finally:
                     with self._lock:
                         self._leases.pop(task.id, None)
@@ -205,6 +222,9 @@ class Batch:
             return
         record = self._run_with_retries(service, task, index, outcome)
         outcome.final_state, outcome.exit_code = record.state.value, record.exit_code
+        if outcome.final_state == RunState.EXITED and publish_failed(record):
+            # The agent's work stands (on its local branch) but it did not leave the box: a failure.
+            outcome.final_state = "publish-failed"
         store.release_claim(task.id, lease_owner, done=True)
         self._record(outcome)
 
@@ -237,6 +257,9 @@ class Batch:
             presets=o.presets,
             api_keys=o.api_keys,
             sparse=o.sparse,
+            push=o.push,
+            remote=o.remote,
+            pr=o.pr,
         )
         try:
             plan = service.plan(request, self.environ)
@@ -271,11 +294,10 @@ class Batch:
     # -- bookkeeping ---------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        try:
-            store, _ = self.make_worker()
-        except LauncherError as exc:
-            self._error(f"lease heartbeat could not start: {exc}")
+        started = self._start_worker(-1, "lease heartbeat")
+        if started is None:
             return
+        store, _ = started
         interval = max(self.options.lease_seconds / 3, 0.05)
         try:
             while not self.stopping.wait(interval):

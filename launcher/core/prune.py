@@ -27,7 +27,7 @@ class PruneRules:
 def prune_records(deps: RunDeps, report: GcReport, rules: PruneRules, *, now: float | None = None) -> None:
     moment = time.time() if now is None else now
     candidates = sorted(
-        (run for run in deps.store.list_runs(states=TERMINAL_RUN_STATES) if _prunable(deps, run)),
+        (run for run in deps.store.list_runs(states=TERMINAL_RUN_STATES) if record_prunable(deps, run)),
         key=lambda run: run.ended_at or run.updated_at,
     )
     sizes = {run.id: deps.workspace.disk_usage([deps.paths(run).record]) for run in candidates}
@@ -38,30 +38,39 @@ def prune_records(deps: RunDeps, report: GcReport, rules: PruneRules, *, now: fl
         too_big = rules.max_bytes is not None and total > rules.max_bytes
         if not (too_old or too_big):
             continue
-        why = f"ended {_age(moment - ended)} ago" if too_old else f"records hold {total} bytes, over {rules.max_bytes}"
+        why = (
+            f"ended {age_text(moment - ended)} ago"
+            if too_old
+            else f"records hold {total} bytes, over {rules.max_bytes}"
+        )
         act(
             report,
             GcAction(kind="prune-record", target=str(deps.paths(run).record), reason=f"{run.id} {why}"),
-            partial(_prune, deps, run),
+            partial(prune_record, deps, run),
         )
         total -= sizes[run.id]
 
 
-def _prunable(deps: RunDeps, run: RunRecord) -> bool:
-    if run.state is RunState.UNHARVESTED or run.details.pruned:
-        return False
+def record_holds_work(run: RunRecord) -> bool:
+    """Its record folder keeps work kept nowhere else (a complete harvest put it all in refs)."""
+    if run.state is RunState.UNHARVESTED:
+        return True
     harvest = run.details.harvest
-    if harvest is not None and (harvest.error or harvest.kept_sandbox or harvest.kept_worktree):
-        return False  # its work is kept here and nowhere else (a complete harvest put it all in refs)
+    return harvest is not None and bool(harvest.error or harvest.kept_sandbox or harvest.kept_worktree)
+
+
+def record_prunable(deps: RunDeps, run: RunRecord) -> bool:
+    if run.details.pruned or record_holds_work(run):
+        return False
     return deps.paths(run).record.exists()
 
 
-def _prune(deps: RunDeps, run: RunRecord) -> None:
+def prune_record(deps: RunDeps, run: RunRecord) -> None:
     deps.workspace.remove_tree(deps.paths(run).record)
     deps.store.update_run(run.id, details={"pruned": True})
 
 
-def _age(seconds: float) -> str:
+def age_text(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"

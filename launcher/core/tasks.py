@@ -20,10 +20,11 @@ AGENT_PHASES = ("orchestrator", "implementer", "verifier", "reviewer", "closer")
 
 @dataclass(frozen=True)
 class RepoRef:
-    """A repository as the core sees it: its task-ID prefix and where it lives."""
+    """A repository as the core sees it: its task-ID prefix, where it lives, its remote URL."""
 
     name: str
     path: str | None
+    url: str | None = None
 
 
 def case_task_doc(repo: str) -> dict[str, Any]:
@@ -89,6 +90,7 @@ class TaskService:
                 title=clean_title,
                 repo=repo.name,
                 repo_path=repo.path,
+                repo_url=repo.url,
                 base_ref=base_ref,
                 image=image,
                 command=list(command or []),
@@ -107,12 +109,6 @@ class TaskService:
     def enqueue(self, refs: list[str]) -> list[TaskRecord]:
         """Queue tasks for batch workers (again, if they ran before); every ref must resolve first."""
         return self.store.enqueue([self.get(ref).id for ref in refs])
-
-    def for_matrix(self, status: str) -> list[TaskRecord]:
-        """The tasks one CI matrix job each runs: the queued ones, or those in a task status."""
-        if status == "queued":
-            return [t for t in self.store.list_tasks() if t.queued]
-        return self.list_tasks(status)
 
     def history(self, ref: str) -> list[TransitionRecord]:
         return self.store.history(self.get(ref).id)

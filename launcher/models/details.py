@@ -157,6 +157,50 @@ class ExceededDetails(Recorded):
     free: int = Field(description="bytes left on the disk when it was stopped")
 
 
+class ClaimDetails(Recorded):
+    """The run's claim on its task: who held it, and the fencing token it was taken with."""
+
+    owner: str | None = Field(default=None, description="the lease owner; None: --concurrent ran without a claim")
+    fence: int | None = Field(default=None, description="the task's claim count when taken: newer claims are higher")
+    borrowed: bool = Field(default=False, description="a batch worker's claim the run went under")
+    lost: bool | None = Field(default=None, description="its renewal failed: another attempt may have taken over")
+
+
+class BranchPrunedDetails(Recorded):
+    """`launcher prune` deleted the run's branch and kept refs (the row stays: no name is reused)."""
+
+    tip: str = Field(description="the commit the branch pointed at when it was deleted")
+    refs: list[str] = Field(default_factory=list, description="the kept refs deleted with it")
+    at: str = Field(description="when")
+
+
+class PullRequestDetails(Recorded):
+    """The forge's pull request for this task attempt."""
+
+    forge: str = Field(description="github")
+    number: int
+    url: str
+    draft: bool
+    action: Literal["opened", "updated"] = Field(description="opened now, or an existing one updated")
+
+
+class PublishDetails(Recorded):
+    """Where the host published the run's work, or why it could not."""
+
+    remote: str = Field(description="the remote's name or URL, credentials never included")
+    ref: str | None = Field(default=None, description="the remote ref the branch was pushed to")
+    sha: str | None = Field(
+        default=None,
+        description="the commit launcher last pushed there (kept after a refused push: the next push's lease)",
+    )
+    refs: dict[str, str] | None = Field(default=None, description="kept refs pushed: remote ref -> object")
+    note: str | None = Field(default=None, description="why nothing was pushed, when that is no failure")
+    wip_ref: str | None = Field(default=None, description="the remote ref of the kept uncommitted work, if any")
+    pushed: bool = False
+    error: str | None = Field(default=None, description="why the push or the pull request failed; branch kept")
+    pull_request: PullRequestDetails | None = None
+
+
 class RunDetails(Recorded):
     """Everything the steps of a run recorded about it.
 
@@ -197,6 +241,7 @@ class RunDetails(Recorded):
     repo: str | None = Field(default=None, description="the repository's top level on the launcher's host")
     log: str | None = Field(default=None, description="the run's output, secrets redacted")
     grace: float | None = Field(default=None, description="seconds from SIGTERM to SIGKILL when it is stopped")
+    claim: ClaimDetails | None = None
     # prepared
     task_snapshot: dict[str, Any] | None = Field(default=None, description="the task document the run started from")
     task_version: int | None = None
@@ -222,3 +267,6 @@ class RunDetails(Recorded):
     errors: list[str] | None = None
     removed: bool | None = Field(default=None, description="`launcher rm` removed its container and folders")
     pruned: bool | None = Field(default=None, description="`gc --older-than/--max-records` removed its record folder")
+    branch_pruned: BranchPrunedDetails | None = None
+    # published (after settle, by the host)
+    publish: PublishDetails | None = None

@@ -10,6 +10,8 @@ from pydantic import Field
 from launcher.core.transitions import TaskStatus
 from launcher.models.common import Frozen
 
+_REPO_URL = "the repository's remote URL, credentials stripped: where another machine clones it from"
+
 
 class NewTask(Frozen):
     """What a caller asks the coordinator to store; the ID is allocated by the store."""
@@ -18,7 +20,8 @@ class NewTask(Frozen):
     slug: str
     title: str
     repo: str = Field(description="repository name: the task ID prefix and case's `repo` field")
-    repo_path: str | None = Field(default=None, description="absolute path of the repository")
+    repo_path: str | None = Field(default=None, description="absolute path of the repository (a hint elsewhere)")
+    repo_url: str | None = Field(default=None, description=_REPO_URL)
     base_ref: str = "HEAD"
     image: str | None = None
     command: list[str] = Field(default_factory=list)
@@ -33,7 +36,8 @@ class TaskRecord(Frozen):
     slug: str
     title: str
     repo: str
-    repo_path: str | None
+    repo_path: str | None = Field(description="where its creator's repository was: only a hint on other machines")
+    repo_url: str | None = Field(default=None, description=_REPO_URL)
     base_ref: str
     image: str | None
     command: list[str]
@@ -62,6 +66,7 @@ class AdoptedTask(Frozen):
     title: str
     repo: str
     repo_path: str | None
+    repo_url: str | None = Field(default=None, description=_REPO_URL)
     base_ref: str = Field(default="HEAD", description="what its runs start from ([run].base_ref at adoption)")
     doc: dict[str, Any]
     file_path: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.models.details import PublishDetails
 from launcher.models.runs import RunRecord
 from launcher.models.tasks import TaskRecord, TransitionRecord
 
@@ -33,6 +34,11 @@ class RunView(RunRecord):
 
     log: str | None = Field(description="the run's output log on the host")
     egress: EgressView | None = Field(description="what it tried to reach; null before its network is settled")
+    publish: PublishDetails | None = Field(
+        default=None,
+        description="where the host pushed its work (remote without credentials, ref, sha) or why not; "
+        "null when it was not asked to publish",
+    )
 
     @classmethod
     def of(cls, run: RunRecord) -> RunView:
@@ -42,7 +48,9 @@ class RunView(RunRecord):
             if recorded is not None
             else None
         )
-        return cls.model_validate({**run.model_dump(), "log": run.details.log, "egress": egress})
+        return cls.model_validate(
+            {**run.model_dump(), "log": run.details.log, "egress": egress, "publish": run.details.publish}
+        )
 
 
 class TaskPaths(BaseModel):

@@ -208,7 +208,7 @@ def test_a_finished_run_whose_claim_was_never_released_is_not_run_again(bench: B
         claimed = store.claim_next("crashed-batch:4242:1:0", 3.0)
         assert claimed is not None
         assert claimed.id == stale
-    bench.ok("run", stale)
+    bench.ok("run", stale, "--concurrent")
     with bench.store() as store:
         task = store.get_task(stale)
         assert task.queued

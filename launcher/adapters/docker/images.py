@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from launcher.core import labels
 from launcher.errors import DockerError, InvalidInputError, NotFoundError
 
 IMAGE_REPO_PREFIX = "launcher/"
+# Where setup.py puts the repository's images/ inside the package of a built wheel.
+BUNDLED_IMAGES = "_images"
 
 
 class ImageBuildResult(BaseModel):
@@ -27,16 +31,51 @@ class ImageBuildResult(BaseModel):
 
 
 def find_images_dir(explicit: str | None) -> Path:
+    """The folder holding one build context per image: ``--images-dir``, else ``LAUNCHER_IMAGES_DIR``,
+    else the contexts installed with launcher (a wheel's ``launcher/_images``, see setup.py), else
+    ``images/`` of the source checkout launcher runs from (an editable install)."""
     for candidate in (explicit, os.environ.get("LAUNCHER_IMAGES_DIR")):
         if candidate:
             path = Path(candidate)
             if not path.is_dir():
                 raise InvalidInputError(f"images folder {path} does not exist")
             return path
-    source_checkout = Path(__file__).resolve().parents[3] / "images"
-    if source_checkout.is_dir():
-        return source_checkout
-    raise NotFoundError("no images folder found", hint="pass --images-dir or set LAUNCHER_IMAGES_DIR")
+    found, looked = locate_bundled_images(resources.files("launcher"))
+    if found is not None:
+        return found
+    raise NotFoundError(
+        "no images folder found; looked in: " + "; ".join(looked),
+        hint="pass --images-dir or set LAUNCHER_IMAGES_DIR, or install launcher from a wheel (it ships the images)",
+    )
+
+
+def locate_bundled_images(package: Traversable) -> tuple[Path | None, list[str]]:
+    """Where the build contexts that came with the ``launcher`` package at ``package`` are, and
+    every place looked at (for the error when none is found)."""
+    if not isinstance(package, Path):
+        # docker builds from a folder; a package imported from a zip has none to give it.
+        return None, [f"{package} (launcher is not installed as files, so it carries no build contexts)"]
+    installed, checkout = package / BUNDLED_IMAGES, package.parent / "images"
+    if _has_contexts(installed):
+        return installed, []
+    looked = [f"{installed} (installed with launcher: {_why_not(installed)})"]
+    # pyproject.toml beside the package marks launcher's own checkout, not any folder that
+    # happens to be called images/ next to site-packages.
+    if not (package.parent / "pyproject.toml").is_file():
+        looked.append(f"{checkout} (not a source checkout: no pyproject.toml in {package.parent})")
+    elif _has_contexts(checkout):
+        return checkout, looked
+    else:
+        looked.append(f"{checkout} (source checkout: {_why_not(checkout)})")
+    return None, looked
+
+
+def _has_contexts(folder: Path) -> bool:
+    return folder.is_dir() and any((child / "Dockerfile").is_file() for child in folder.iterdir())
+
+
+def _why_not(folder: Path) -> str:
+    return "no folder with a Dockerfile in it" if folder.is_dir() else "missing"
 
 
 def content_hash(folder: Path) -> str:

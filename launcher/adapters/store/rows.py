@@ -19,6 +19,7 @@ def task_from_row(row: Any) -> TaskRecord:
         title=row["title"],
         repo=row["repo"],
         repo_path=row["repo_path"],
+        repo_url=row["repo_url"],
         base_ref=row["base_ref"],
         image=row["image"],
         command=json.loads(row["command"]),

@@ -83,6 +83,13 @@ class QueueStore(Protocol):
         """Atomically take the oldest queued task whose lease is free or expired."""
         ...
 
+    def claim_task(self, task_id: str, owner: str, lease_seconds: float) -> TaskRecord:
+        """Atomically take this task's lease when it is free, expired or already ``owner``'s
+        (queued or not); raise TaskClaimedError naming the holder otherwise. A claim taken over
+        from someone else bumps ``claims`` (the fencing token); ``owner`` claiming again only
+        extends its lease."""
+        ...
+
     def renew_lease(self, task_id: str, owner: str, lease_seconds: float) -> bool:
         """Extend ``owner``'s lease; False when the lease was lost to someone else."""
         ...

@@ -16,6 +16,10 @@ class TaskFilesPort(Protocol):
 
     def md_path(self, task: TaskRecord) -> Path: ...
 
+    def read_md(self, task: TaskRecord) -> str | None:
+        """The task's description (its .md), capped; None when there is none to read."""
+        ...
+
     def locked(self, task_id: str) -> AbstractContextManager[None]: ...
 
     def check_unchanged(self, task: TaskRecord) -> None:

@@ -10,10 +10,11 @@ from launcher.core.egress import RunEgress
 from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
 from launcher.core.ports.harness import HarnessViewPort
 from launcher.core.ports.marks import FolderMarksPort, NoMarks
+from launcher.core.ports.publisher import PublisherPort
 from launcher.core.runlayout import RunPaths
 from launcher.errors import LauncherError
 from launcher.models import RunRecord, TaskRecord
-from launcher.settings import NetworkSettings, RunDefaults
+from launcher.settings import NetworkSettings, PublishSettings, RunDefaults
 
 
 def _inert(_step: str) -> None:
@@ -47,11 +48,14 @@ class RunDeps:
     # Called before and after every step ("before:workspace", "after:start", …); tests
     # inject faults or kill the process there. Inert in normal use.
     checkpoint: Callable[[str], None] = _inert
-    # Where a task's repository is on this machine: projects.json (relative to this root)
-    # wins over the absolute path recorded at creation, so a harness checked out elsewhere
-    # (a CI runner, a build box) still finds its repositories.
+    # Where a task's repository is on this machine (launcher/core/repos.py: projects.json,
+    # [repos], the creator's path if it is the same repository, the clone cache), so a harness
+    # checked out elsewhere (a CI runner, a build box) still finds its repositories.
     locate_repo: Callable[[TaskRecord], str | None] = _recorded_path
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    # How the host pushes a run's work ([publish], --push); None: this launcher publishes nothing.
+    publisher: PublisherPort | None = None
     # None where no Docker engine backs the runs; then only --network none can run.
     egress: RunEgress | None = None
     # Warm pool slots (`launcher pool warm`); None: every run is made from scratch.

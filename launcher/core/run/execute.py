@@ -17,6 +17,7 @@ from launcher.core.run.deps import RunDeps
 from launcher.core.run.outcome import RunOutcome, is_infrastructure_error
 from launcher.core.run.output import Echo, RunOutput
 from launcher.core.run.pool_take import POOL_READY_LINE, start_from_pool
+from launcher.core.run.publish import publish_settled
 from launcher.core.run.request import Ending, RunPlan
 from launcher.core.run.secrets import Redactor
 from launcher.core.run.settle import settle
@@ -95,6 +96,9 @@ def _execute(deps: RunDeps, plan: RunPlan, run: RunRecord, output: RunOutput) ->
     )
     if unexpected is not None:
         raise unexpected
+    if plan.publish is not None:
+        # After settle: the run's result stands whatever the remote says (recorded, exit 18).
+        settled = publish_settled(deps, plan.publish, settled, plan.repo)
     return settled
 
 

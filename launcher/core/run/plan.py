@@ -10,8 +10,8 @@ from launcher.core.run.disk import check_room
 from launcher.core.run.request import RunPlan, RunRequest
 from launcher.core.run.secrets import check_secret_value, resolve_secrets
 from launcher.core.sparse import normalise_sparse_dirs
-from launcher.errors import InvalidInputError
-from launcher.settings import NetworkSettings, RunDefaults
+from launcher.errors import InvalidInputError, NotFoundError
+from launcher.settings import NetworkSettings, PublishSettings, RunDefaults
 
 
 def effective_network_mode(requested: str | None, defaults: RunDefaults, network: NetworkSettings) -> NetworkMode:
@@ -33,11 +33,12 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
     image = request.image or task.image or d.image
     image_id = deps.sandbox.image_id(image)
     check_room(deps)
-    repo_path = deps.locate_repo(task)
+    # Where the task's repository is here (a clone is fetched on the way): launcher/core/repos.py.
+    repo_path = request.repo or deps.locate_repo(task)
     if not repo_path:
-        raise InvalidInputError(
-            f"task {task.id} names no repository on this machine",
-            hint=f"add {task.repo!r} to projects.json, or create the task with --repo PATH",
+        raise NotFoundError(
+            f"task {task.id}: its repository {task.repo!r} is not on this machine",
+            hint=f"say where: `launcher run {task.id} --repo PATH|NAME`, projects.json, or [repos] in launcher.toml",
         )
     repo = deps.open_repo(repo_path)
     if (repo.objects_dir / "info" / "alternates").exists():
@@ -62,6 +63,13 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
             raise InvalidInputError("this launcher has no egress proxy; run with --network none")
         deps.egress.check()
     secrets = resolve_secrets(request.secrets, host_environ)
+    forge_token = deps.publish.token_env
+    if forge_token and forge_token in secrets:
+        # The forge token is what publishes: a run that held it could push over anyone's work.
+        raise InvalidInputError(
+            f"--secret {forge_token}: that is [publish] token_env, the host's forge credential; runs never hold it",
+            hint="the host pushes and opens pull requests itself (--push, --pr); pass the run another secret",
+        )
     api_key_values = resolve_key_values(egress, host_environ)
     for name, value in api_key_values.items():
         # The agent never sees these, but the log is scrubbed of them too: same rule.
@@ -84,7 +92,36 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         pool=request.pool and not sparse,
         sparse=sparse,
         grace=d.grace if request.grace is None else request.grace,
+        publish=publish_settings(deps, request, host_environ),
+        concurrent=request.concurrent,
     )
+
+
+def publish_settings(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]) -> PublishSettings | None:
+    """[publish] with the request's choices on top; None when nothing is to be published.
+
+    What would only fail after the agent's work is done (no token for a pull request, a token
+    variable that is not set) is refused now, before anything is made."""
+    configured = deps.publish
+    push = configured.push if request.push is None else request.push
+    pr = configured.pr if request.pr is None else request.pr
+    if not (push or pr):
+        return None
+    token = configured.token_env
+    if pr and not token:
+        raise InvalidInputError(
+            "--pr needs the forge's token, and [publish] token_env names no variable",
+            hint='set token_env = "GITHUB_TOKEN" (a variable of launcher\'s environment) under [publish] in '
+            "launcher.toml, or run with --push only",
+        )
+    if token and not host_environ.get(token):
+        raise InvalidInputError(
+            f"[publish] token_env names {token}, which is not set (or empty) in launcher's environment",
+            hint=f"export {token}=… where launcher runs (never inside a run), or remove token_env to use "
+            "git's own credential helper",
+        )
+    # A pull request needs the branch on the remote: --pr implies the push.
+    return configured.model_copy(update={"push": True, "pr": pr, "remote": request.remote or configured.remote})
 
 
 def egress_policy(deps: RunDeps, request: RunRequest) -> EgressPolicy:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from launcher.core.netpolicy import EgressPolicy
 from launcher.core.ports import RepoPort
 from launcher.models import TaskRecord
+from launcher.settings import PublishSettings
 
 Ending = Literal["exited", "failed", "timed-out", "cancelled", "lost", "exceeded"]
 
@@ -33,6 +34,17 @@ class RunRequest(BaseModel):
     runtime: str | None = None
     pool: bool = Field(default=True, description="take a matching warm pool slot when one is ready")
     sparse: list[str] = Field(default_factory=list, description="check out only these folders (git cone mode)")
+    repo: str | None = Field(
+        default=None,
+        description="the task's repository on this machine for this run: a path (`run TASK --repo` resolves "
+        "names and URLs to one); None: found by launcher/core/repos.py",
+    )
+    push: bool | None = Field(default=None, description="the host pushes the branch after harvest ([publish] push)")
+    remote: str | None = Field(default=None, description="where to push ([publish] remote)")
+    pr: bool | None = Field(default=None, description="open or update the task attempt's pull request ([publish] pr)")
+    concurrent: bool = Field(
+        default=False, description="run even while another live run holds the task's claim (a second attempt)"
+    )
 
 
 @dataclass(frozen=True)
@@ -53,3 +65,6 @@ class RunPlan:
     pool: bool = True
     sparse: list[str] = field(default_factory=list)
     grace: float = 10.0
+    # What the host publishes after harvest: [publish] with this run's --push/--remote/--pr; None: nothing.
+    publish: PublishSettings | None = None
+    concurrent: bool = False

@@ -17,6 +17,7 @@ from typing import Any
 
 from launcher.core.netpolicy import EgressSummary
 from launcher.core.ports import RepoPort
+from launcher.core.run.claim_lease import run_lease_owner, stop_renewal
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.harvest import SCOPE, Harvest, harvest_commits
 from launcher.core.run.outcome import RunOutcome
@@ -81,7 +82,7 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
     if problems:
         details["errors"] = problems
     try:
-        return deps.store.update_run(
+        settled = deps.store.update_run(
             current.id,
             expected=LIVE_RUN_STATES,
             state=state,
@@ -92,7 +93,23 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
         )
     except TransitionConflictError:
         # Someone (gc, stop) settled it first; keep their verdict, add what we learnt.
-        return deps.store.update_run(current.id, details=details)
+        settled = deps.store.update_run(current.id, details=details)
+    return release_claim(deps, settled)
+
+
+def release_claim(deps: RunDeps, run: RunRecord) -> RunRecord:
+    """Give back the task's claim the run took (not a batch's it ran under), now that it is
+    settled; a run that exited 0 also takes its task off the queue (how `launcher matrix` knows
+    it is done). Whoever settles it may: the claim's owner is known from the run's owner."""
+    stop_renewal(run.id)
+    if run.owner is None:
+        return run
+    try:
+        deps.store.release_claim(run.task_id, run_lease_owner(run.owner), done=run.state is RunState.EXITED)
+    except LauncherError as exc:
+        # The claim then expires by itself ([run] claim_lease); the run's result stands.
+        return deps.store.update_run(run.id, details={"errors": [*(run.details.errors or []), f"claim: {exc}"]})
+    return run
 
 
 def _kept_lines(harvest: HarvestDetails) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from launcher.adapters.store.sql.dialect import Cursor, Dialect
 from launcher.adapters.store.sql.tasks import task_row
 from launcher.core.ports import QueueStore
+from launcher.errors import TaskClaimedError
 from launcher.models import TaskRecord
 
 
@@ -62,6 +63,32 @@ class SqlQueueStore(QueueStore):
             return task_row(d, cur, row["id"])
 
         return d.write(body)
+
+    def claim_task(self, task_id: str, owner: str, lease_seconds: float) -> TaskRecord:
+        d = self._d
+
+        def body(cur: Cursor) -> tuple[bool, TaskRecord]:
+            # The row lock (PostgreSQL) or the writer lock (SQLite) makes look-then-take one step:
+            # of two claimers, the second sees the first's lease.
+            task_row(d, cur, task_id, lock=True)
+            taken = cur.execute(
+                "UPDATE tasks SET "  # noqa: S608
+                # Taking the claim over from someone else is a new claim (the fencing token
+                # moves on); the holder claiming again only extends its lease.
+                "claims = claims + CASE WHEN lease_owner = ? THEN 0 ELSE 1 END, "
+                f"lease_owner = ?, lease_expires = {d.epoch} + ? "
+                f"WHERE id = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < {d.epoch})",
+                (owner, owner, float(lease_seconds), task_id, owner),
+            )
+            return taken.rowcount == 1, task_row(d, cur, task_id)
+
+        claimed, task = d.write(body)
+        if not claimed:
+            raise TaskClaimedError(
+                f"task {task_id} is claimed by {task.lease_owner}",
+                hint="another job runs it; --concurrent starts a second attempt anyway",
+            )
+        return task
 
     def renew_lease(self, task_id: str, owner: str, lease_seconds: float) -> bool:
         d = self._d

@@ -109,6 +109,11 @@ _MIGRATIONS: list[list[str]] = [
         # from their v1 already; SQLite stores never had it.
         "CREATE INDEX IF NOT EXISTS run_events_run ON run_events (run_id, seq)",
     ],
+    [
+        # v6: a task names its repository portably: the remote URL (credentials stripped) that
+        # another machine clones it from; repo_path stays, as the creator's hint.
+        "ALTER TABLE tasks ADD COLUMN repo_url TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

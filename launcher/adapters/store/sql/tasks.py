@@ -30,12 +30,12 @@ _NEXT_NUMBER = (
     "ON CONFLICT (prefix) DO UPDATE SET last_number = id_counters.last_number + 1 "
     "RETURNING last_number"
 )
-_INSERT_TASK = """INSERT INTO tasks (id, prefix, number, slug, title, repo, repo_path, base_ref, image,
+_INSERT_TASK = """INSERT INTO tasks (id, prefix, number, slug, title, repo, repo_path, repo_url, base_ref, image,
     command, status, queued, version, doc, created_at, updated_at, queued_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"""
-_INSERT_ADOPTED = """INSERT INTO tasks (id, prefix, number, slug, title, repo, repo_path, base_ref, image,
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"""
+_INSERT_ADOPTED = """INSERT INTO tasks (id, prefix, number, slug, title, repo, repo_path, repo_url, base_ref, image,
     command, status, queued, version, doc, created_at, updated_at, file_path, file_sha256, origin)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]', ?, FALSE, 1, ?, ?, ?, ?, ?, 'adopted')"""
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '[]', ?, FALSE, 1, ?, ?, ?, ?, ?, 'adopted')"""
 _INSERT_TRANSITION = (
     "INSERT INTO transitions (task_id, from_status, to_status, reason, actor, at) "
     "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq"
@@ -87,6 +87,7 @@ class SqlTaskStore(TaskStore):
                     new.title,
                     new.repo,
                     new.repo_path,
+                    new.repo_url,
                     new.base_ref,
                     new.image,
                     json.dumps(new.command),
@@ -177,6 +178,7 @@ class SqlTaskStore(TaskStore):
                     task.title,
                     task.repo,
                     task.repo_path,
+                    task.repo_url,
                     task.base_ref,
                     status.value,
                     json.dumps(task.doc),
