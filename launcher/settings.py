@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from launcher.errors import InvalidInputError
 
@@ -79,6 +79,16 @@ class RunDefaults(BaseModel):
     disk_check: float = Field(
         default=2.0, gt=0, le=600, description="seconds between two looks at a live run's disk use"
     )
+    setup: list[str] = Field(
+        default_factory=list,
+        description="commands (each `sh -c CMD`) run in the container before the agent, as the run's uid, "
+        "under its network policy; a failing one ends the run `failed` before the agent starts",
+    )
+    include: list[str] = Field(
+        default_factory=list,
+        description="untracked files (paths relative to the repository) copied from the main checkout into "
+        "each run's worktree: never committed, their values redacted in logs",
+    )
 
 
 class NetworkSettings(BaseModel):
@@ -95,7 +105,14 @@ class NetworkSettings(BaseModel):
     subnet_pool: str = Field(default="10.213.0.0/16", description="where per-run /28 networks come from")
     proxy_image: str = Field(default="launcher/egress-proxy:latest", description="image of the egress proxy")
     egress_network: str = Field(default="bridge", description="Docker network the proxy reaches the internet on")
-    ca_file: str | None = Field(default=None, description="extra CA bundle the proxy trusts for --api-key upstreams")
+    ca_file: str | None = Field(
+        default=None, description="extra CA (PEM) every run trusts, and the egress proxy for --api-key upstreams"
+    )
+    allow_private: list[str] = Field(
+        default_factory=list,
+        description="private address ranges (CIDR) the proxy may connect to, for internal mirrors: explicit "
+        "opt-in; never the host's own addresses, link-local or metadata addresses",
+    )
     proxy_idle: float = Field(
         default=600.0, ge=0, description="seconds with no run before the egress proxy exits by itself; 0: never"
     )
@@ -128,6 +145,48 @@ class PublishSettings(BaseModel):
     )
 
 
+class AgentProfile(BaseModel):
+    """[agent.NAME] in launcher.toml: how to run one coding agent (built-ins: launcher/core/agents.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(default="", description="one line saying what the agent is")
+    image: str | None = Field(default=None, description="the agent's image (default: [run].image)")
+    command: list[str] = Field(
+        default_factory=list,
+        description="the agent's command; an argument `{prompt}` is replaced by the prompt (one argument, "
+        "never a shell string), `{prompt_file}` by the path of the prompt's read-only file",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="variables the agent gets (not secrets)")
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="NAME -> UPSTREAM, as --api-key NAME=UPSTREAM: the proxy adds the key from launcher's env",
+    )
+    presets: list[str] = Field(default_factory=list, description="host presets the agent's runs may reach")
+    allow: list[str] = Field(default_factory=list, description="hosts the agent's runs may reach")
+    setup: list[str] = Field(default_factory=list, description="commands run before the agent, after [run].setup")
+
+
+class AgentSettings(BaseModel):
+    """[agent] in launcher.toml: `default = "NAME"` and one [agent.NAME] table per profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: str | None = Field(default=None, description="the profile of runs that name none (--agent)")
+    profiles: dict[str, AgentProfile] = Field(default_factory=dict, description="[agent.NAME] tables")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tables(cls, data: object) -> object:
+        """TOML puts `default` and the [agent.NAME] tables side by side: every table is a profile."""
+        if not isinstance(data, dict) or "profiles" in data:
+            return data
+        return {
+            **{k: v for k, v in data.items() if not isinstance(v, dict)},
+            "profiles": {k: v for k, v in data.items() if isinstance(v, dict)},
+        }
+
+
 class LauncherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -135,6 +194,7 @@ class LauncherConfig(BaseModel):
     run: RunDefaults = Field(default_factory=RunDefaults)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
     repos: dict[str, str] = Field(
         default_factory=dict,
         description="repository name -> local path or remote URL, for tasks whose repository is not in projects.json",
@@ -168,6 +228,23 @@ DEFAULT_CONFIG_TEXT = """\
 # disk_reserve = 1073741824               # bytes (1 GiB) kept free on the root's disk: runs stop before it fills
 # claim_lease = 60                        # seconds a dead launcher's claim blocks its task (renewed every 15 s)
 # disk_check = 2                          # seconds between two looks at a live run's disk use
+# setup = ["pip install -e ."]            # run in the container before the agent (each as sh -c CMD)
+# include = [".env"]                      # untracked files copied into each run's worktree, never committed
+
+[agent]
+# Agent profiles: `launcher run --agent NAME`; `launcher agent list` shows them all.
+# Built in: claude codex gemini aider opencode shell. A table of the same name overrides one.
+# default = "aider"                       # the profile of runs that name none
+#
+# [agent.mine]
+# description = "my own agent script"
+# image = "registry.example.com/my-agent:1"
+# command = ["my-agent", "--task-file", "{prompt_file}"]   # {prompt}: the prompt as one argument
+# env = { MY_AGENT_QUIET = "1" }
+# api_keys = { OPENAI_API_KEY = "https://api.openai.com" }
+# presets = ["pypi"]
+# allow = ["git.example.com"]
+# setup = ["pip install -e ."]
 
 [network]
 # What runs may reach. Every run gets a network of its own whose only way out is launcher's
@@ -177,7 +254,8 @@ DEFAULT_CONFIG_TEXT = """\
 # presets = ["pypi", "github"]            # built in: pypi debian npm github anthropic openai
 # subnet_pool = "10.213.0.0/16"           # each run takes a /28 from here
 # egress_network = "bridge"               # where the proxy itself reaches the internet
-# ca_file = "/etc/ssl/corp-ca.pem"        # extra CA the proxy trusts for --api-key upstreams
+# ca_file = "/etc/ssl/corp-ca.pem"        # extra CA every run trusts (and the proxy, for --api-key upstreams)
+# allow_private = ["10.20.0.0/16"]        # private ranges internal mirrors live in; never loopback/link-local/metadata
 # proxy_idle = 600                        # seconds with no run before the proxy exits; 0: never
 #
 # [network.preset]

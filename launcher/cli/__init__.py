@@ -5,9 +5,13 @@ Exit codes live in launcher.errors.ExitCode and are documented in the README.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import os
+import signal
 import sys
+import threading
 from typing import NoReturn
 
 # pydantic scans installed packages for plugins on first use (20-30 ms of every command);
@@ -17,6 +21,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer
 
 from launcher.cli import (
+    agent_cmd,
     batch_cmd,
     detach,
     gc_cmd,
@@ -85,6 +90,7 @@ import_cmd.register(app)
 push_cmd.register(app)
 results_cmd.register(app)
 prune_cmd.register(app)
+agent_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:
@@ -95,6 +101,12 @@ def wants_json(args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a launcher that seems stuck
+    # (a batch, a run's supervisor) is waiting for, without stopping it.
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        # In-process callers (tests) may have put something that is no file in sys.stderr.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            faulthandler.register(signal.SIGUSR1, file=sys.stderr.fileno(), all_threads=True)
     try:
         # typer exits by itself on success, on usage errors (2) and on typer.Exit; only
         # launcher's own errors reach this boundary, which maps them to their exit codes.

@@ -10,6 +10,7 @@ import getpass
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -101,7 +102,9 @@ class Application:
 
     def run_deps(self, store: Coordinator) -> RunDeps:
         """What runs on ``store`` are made with; batch workers each pass a connection of their own."""
+        from launcher.adapters.ca_bundle import CaFiles
         from launcher.adapters.docker import entry_script_path, install_entry_script
+        from launcher.adapters.docker.image_builder import DockerImageBuilder
         from launcher.adapters.docker.sandbox import DockerSandbox
         from launcher.adapters.faults import fault_point
         from launcher.adapters.folder_marks import FolderMarks, MarkedWorkspace
@@ -140,6 +143,10 @@ class Application:
             egress=self.make_egress(store, lambda: sandbox.client),
             pool=PoolSlots(layout.state_dir / "pool", layout.worktrees_dir),
             marks=marks,
+            trust=CaFiles(),
+            image_builder=DockerImageBuilder(
+                layout.state_dir / "image-checks", root=self.root, progress=lambda line: print(line, file=sys.stderr)
+            ),
         )
 
     def open_repo(self, path: str) -> Repository:
@@ -161,9 +168,12 @@ class Application:
         from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
         from launcher.core import labels, uids
         from launcher.core.egress import RunEgress
+        from launcher.core.netpolicy import check_allow_private
         from launcher.core.subnets import SubnetPool
 
         layout, net = self.layout, self.config.network
+        # Refused here, before any run: a bad range is a configuration error (exit 6).
+        private_allowed = [str(n) for n in check_allow_private(net.allow_private, subnet_pool=net.subnet_pool)]
         proxy_ids = uids.proxy_ids(self.config.run)
         # A read-only command installs nothing; it never starts a proxy either.
         program = install_egress_proxy(layout.state_dir) if self._create_store else egress_proxy_path(layout.state_dir)
@@ -182,7 +192,8 @@ class Application:
             ca_file=str(Path(net.ca_file).resolve()) if net.ca_file else None,
             # Test-only: lets the proxy treat a local test network as the internet.
             public_cidrs=[c for c in os.environ.get("LAUNCHER_TEST_EGRESS_PUBLIC_CIDRS", "").split(",") if c],
-            deny_addrs=host_addresses(),
+            private_allowed=private_allowed,
+            deny_addrs=host_addresses(private_allowed),
             idle_exit=net.proxy_idle,
         )
         return RunEgress(

@@ -73,6 +73,13 @@ def batch(
     ),
     remote: str = typer.Option(None, "--remote", metavar="NAME|URL", help="Where --push pushes."),
     pr: bool = typer.Option(None, "--pr/--no-pr", help="Push, then open each task attempt's pull request."),
+    agent: str = typer.Option(
+        None,
+        "--agent",
+        metavar="NAME",
+        help="The agent profile every run uses (`launcher agent list`; default: [agent] default). Each task's "
+        "description (its .md) is the prompt.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines and the summary as JSON."),
 ) -> None:
     """Claim queued tasks and run each as an isolated run, until the queue is empty (or forever with --watch).
@@ -82,10 +89,12 @@ def batch(
     Exit status: 0 when every task's run exited 0, 10 when any run did not, 1 on batch errors.
     """
     from launcher.adapters.procinfo import current_owner, owner_alive
+    from launcher.core import agents
     from launcher.core.batch import Batch, BatchOptions
     from launcher.core.netpolicy import normalise_mode
 
     app_ = app_of(ctx)
+    chosen = agents.resolve(app_.config.agent, agent)
     options = BatchOptions(
         parallel=parallel,
         retries=retries,
@@ -102,6 +111,8 @@ def batch(
         push=push,
         remote=remote,
         pr=pr,
+        agent=chosen[0] if chosen else None,
+        profile=chosen[1] if chosen else None,
     )
     app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
     live = None if as_json or not sys.stderr.isatty() else LiveTable()

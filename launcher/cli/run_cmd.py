@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -30,10 +31,31 @@ def run(
         None,
         "--repo",
         metavar="PATH|NAME",
-        help="With --title: create the task in this repository first. With TASK_ID: this task's repository "
-        "on this machine (a path, a projects.json or [repos] name, or a remote URL to clone).",
+        help="With --title or --prompt (and no TASK_ID): create the task in this repository first. With "
+        "TASK_ID: this task's repository on this machine (a path, a projects.json or [repos] name, or a "
+        "remote URL to clone).",
     ),
-    title: str = typer.Option(None, "--title", metavar="TEXT", help="Title of the task to create (with --repo)."),
+    title: str = typer.Option(
+        None,
+        "--title",
+        metavar="TEXT",
+        help="Title of the task to create (with --repo; default: the prompt's first line).",
+    ),
+    agent: str = typer.Option(
+        None,
+        "--agent",
+        metavar="NAME",
+        help="The agent profile: image, command, variables, --api-key routes, hosts, setup (`launcher agent "
+        "list`; default: [agent] default). Options and the task's own image and command win over it.",
+    ),
+    prompt: str = typer.Option(
+        None,
+        "--prompt",
+        metavar="TEXT",
+        help="What the agent is asked to do (default: the task's description, its .md): the command's "
+        "{prompt} argument, and read-only at /launcher/prompt.md ({prompt_file}).",
+    ),
+    prompt_file: Path = typer.Option(None, "--prompt-file", metavar="FILE", help="As --prompt, from a file (UTF-8)."),
     image: str = typer.Option(
         None, "--image", metavar="IMAGE", help="Agent image (default: the task's, else launcher.toml's)."
     ),
@@ -113,6 +135,19 @@ def run(
         "--pr/--no-pr",
         help="Push, then open the task attempt's pull request (a re-run updates it) (default: [publish] pr).",
     ),
+    ca_file: str = typer.Option(
+        None,
+        "--ca-file",
+        metavar="FILE",
+        help="An extra CA (PEM) the run trusts, in its system bundle and the usual variables (default: [network] "
+        "ca_file, which the egress proxy trusts too). For TLS-inspecting corporate proxies and internal mirrors.",
+    ),
+    devcontainer: bool = typer.Option(
+        None,
+        "--devcontainer/--no-devcontainer",
+        help="Run in the repository's own environment: .devcontainer/devcontainer.json (or .devcontainer.json) "
+        'plus launcher\'s layer, built and cached by content (default: [run] image = "devcontainer").',
+    ),
     concurrent: bool = typer.Option(
         False,
         "--concurrent",
@@ -137,26 +172,41 @@ def run(
       launcher run demo-1 -- bash -lc 'make test'
       launcher run demo-1 --keep-worktree --timeout 600
       launcher run --repo ../api --title "Bump deps" -- ./agent.sh
+      launcher run --repo . --agent aider --prompt "Fix the failing test" --api-key OPENAI_API_KEY=https://api.openai.com
+      launcher run demo-1 --agent claude              # the task's .md is the prompt
       launcher run api-3 --repo ~/src/api            # the task's repository is there on this machine
       launcher run demo-1 --preset pypi --allow git.example.com -- pip install -e .
       launcher run demo-1 --api-key ANTHROPIC_API_KEY=https://api.anthropic.com -- claude -p "…"
       launcher run big-7 --sparse services/api --sparse libs/common -- ./agent.sh
     """
     from launcher.adapters.procinfo import current_owner
+    from launcher.core import agents
     from launcher.errors import InvalidInputError
 
     app_ = app_of(ctx)
     items = list(args or [])
     where: str | None = None
-    if title:
+    text = read_prompt(prompt, prompt_file)
+    chosen = agents.resolve(app_.config.agent, agent)
+    profile = chosen[1] if chosen else None
+    if title or (repo and text is not None and not items):
         if not repo:
             raise InvalidInputError("--title goes with --repo: they create the task to run")
-        task_ref = app_.create_task(repo, title, image=image, command=items).id
+        task_ref = app_.create_task(
+            repo,
+            title or agents.title_of(text or ""),
+            body=text,
+            # The task keeps the agent's image and command, as if they were given (as `task create --agent`).
+            image=image or (profile.image if profile else None),
+            command=items or (list(profile.command) if profile else []),
+        ).id
         command: list[str] = []
     else:
         if not items:
             hint = "with --repo alone, name the task whose repository it is" if repo else None
-            raise InvalidInputError("name a task to run (TASK_ID), or create one with --repo and --title", hint=hint)
+            raise InvalidInputError(
+                "name a task to run (TASK_ID), or create one with --repo and --title or --prompt", hint=hint
+            )
         task_ref, command = items[0], items[1:]
         if repo:
             # Resolved here, once: a detached run's supervisor gets the path, not the name.
@@ -181,6 +231,11 @@ def run(
         remote=remote,
         pr=pr,
         concurrent=concurrent,
+        ca_file=ca_file,
+        devcontainer=devcontainer,
+        agent=chosen[0] if chosen else None,
+        profile=profile,
+        prompt=text,
     )
     if detach:
         from launcher.cli.detach import spawn_supervisor
@@ -234,6 +289,20 @@ def cancel_on_signals(grace: float) -> Iterator[None]:
     finally:
         for signum, before in previous.items():
             signal.signal(signum, before)
+
+
+def read_prompt(prompt: str | None, prompt_file: Path | None) -> str | None:
+    """--prompt, or --prompt-file's text; None: neither (the task's .md is the prompt then)."""
+    from launcher.errors import InvalidInputError
+
+    if prompt is not None and prompt_file is not None:
+        raise InvalidInputError("--prompt and --prompt-file: give one of them")
+    if prompt_file is None:
+        return prompt
+    try:
+        return prompt_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read --prompt-file {prompt_file}: {exc}") from exc
 
 
 def run_request(task: str, command: list[str], network: str | None, **options: Any) -> RunRequest:

@@ -65,10 +65,23 @@ def create(
     repo: str = typer.Option(
         ..., "--repo", help="Repository: a name from <root>/projects.json, or the path of a git checkout."
     ),
-    title: str = typer.Option(..., "--title", help="One line saying what the task is."),
+    title: str = typer.Option(
+        None, "--title", help="One line saying what the task is (default: the prompt's first line)."
+    ),
     slug: str = typer.Option(None, "--slug", help="ID suffix (default: made from the title)."),
     body_file: Path = typer.Option(None, "--body-file", help="Markdown file with the task's description."),
     image: str = typer.Option(None, "--image", help="Agent image for this task's runs."),
+    agent: str = typer.Option(
+        None,
+        "--agent",
+        metavar="NAME",
+        help="Store this agent profile's image and command on the task (`launcher agent list`); --image and "
+        "a command after `--` win over them.",
+    ),
+    prompt: str = typer.Option(
+        None, "--prompt", metavar="TEXT", help="The task's description (its .md), which is its runs' prompt."
+    ),
+    prompt_file: Path = typer.Option(None, "--prompt-file", metavar="FILE", help="As --prompt, from a file."),
     base_ref: str = typer.Option(
         None, "--base", metavar="REF", help="Ref the task's run branches start from (default: [run].base_ref, HEAD)."
     ),
@@ -87,23 +100,34 @@ def create(
     \b
       launcher task create --repo ../api --title "Fix login redirect" -- ./agent.sh
       launcher task create --repo authkit-nextjs --title "Issue 53" --queue -- ./agent.sh
+      launcher task create --repo . --agent aider --prompt "Fix the failing test" --queue
     """
+    from launcher.cli.run_cmd import read_prompt
+    from launcher.core import agents
     from launcher.errors import InvalidInputError
 
     app_ = app_of(ctx)
-    body = None
+    body = read_prompt(prompt, prompt_file)
     if body_file is not None:
+        if body is not None:
+            raise InvalidInputError("--body-file and --prompt/--prompt-file: give one of them")
         try:
             body = body_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"cannot read --body-file {body_file}: {exc}") from exc
+    if title is None:
+        if body is None:
+            raise InvalidInputError("a task needs a --title (or a --prompt whose first line is one)")
+        title = agents.title_of(body)
+    chosen = agents.resolve(app_.config.agent, agent) if agent else None
+    profile = chosen[1] if chosen else None
     task = app_.create_task(
         repo,
         title,
         slug=slug,
         body=body,
-        image=image,
-        command=list(command or []),
+        image=image or (profile.image if profile else None),
+        command=list(command or []) or (list(profile.command) if profile else []),
         base_ref=base_ref,
         queued=queue,
         template=template,

@@ -27,6 +27,7 @@ from launcher.core.run.publish import publish_failed
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError
 from launcher.models import RunOwner, RunRecord, TaskRecord
+from launcher.settings import AgentProfile
 
 COORDINATOR_RETRIES = 5
 FINISHED = frozenset(
@@ -58,6 +59,8 @@ class BatchOptions(BaseModel):
     push: bool | None = Field(default=None, description="the host pushes every run's branch ([publish] push)")
     remote: str | None = None
     pr: bool | None = None
+    agent: str | None = Field(default=None, description="the agent profile every run uses (--agent)")
+    profile: AgentProfile | None = Field(default=None, description="that profile, resolved")
 
 
 EventKind = Literal["claimed", "started", "finished", "retry", "skipped", "settled", "error", "lease-lost"]
@@ -260,6 +263,8 @@ class Batch:
             push=o.push,
             remote=o.remote,
             pr=o.pr,
+            agent=o.agent,
+            profile=o.profile,
         )
         try:
             plan = service.plan(request, self.environ)

@@ -337,3 +337,64 @@ def describe_egress(allowed: list[str], denied: list[str], allowed_hosts: int | 
         return f"{verb} {', '.join(listed)}" + (f" and {more} more" if more else "")
 
     return f"{part('reached', allowed, allowed_hosts)}; {part('refused', denied, denied_hosts)}"
+
+
+# Ranges [network] allow_private may not touch: loopback, "this network", link-local (where the
+# cloud metadata services live), the metadata addresses themselves, multicast, reserved, and
+# the IPv6 forms that carry an IPv4 address (the proxy judges those by the IPv4 address, so a
+# range written that way would never match, or would name loopback in disguise).
+_NEVER_PRIVATE: dict[str, str] = {
+    "0.0.0.0/8": "this-network addresses",
+    "127.0.0.0/8": "loopback",
+    "169.254.0.0/16": "link-local (cloud metadata lives there)",
+    "169.254.169.254/32": "the cloud metadata address",
+    "100.100.100.200/32": "a cloud metadata address",
+    "224.0.0.0/4": "multicast",
+    "240.0.0.0/4": "reserved addresses",
+    "::/128": "the unspecified address",
+    "::1/128": "loopback",
+    "fe80::/10": "link-local",
+    "fd00:ec2::254/128": "the cloud metadata address",
+    "ff00::/8": "multicast",
+    "::ffff:0:0/96": "IPv4-mapped addresses (write the IPv4 range)",
+    "64:ff9b::/96": "NAT64 addresses (write the IPv4 range)",
+    "2002::/16": "6to4 addresses (write the IPv4 range)",
+}
+
+
+def check_allow_private(
+    ranges: Iterable[str], *, subnet_pool: str
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``[network] allow_private`` as networks, or InvalidInputError saying which range is wrong.
+
+    Refused: anything not a CIDR, host bits set, a range overlapping loopback, link-local,
+    metadata, multicast or reserved addresses, or the runs' own ``subnet_pool`` (the proxy sits
+    on every run's network: an allowed pool would let runs reach each other). The host's own
+    addresses inside an allowed range are not refused here: the proxy keeps refusing them
+    (``host_addresses`` only says which ones, for the message of ``host_inside``).
+    """
+    pool = ipaddress.ip_network(subnet_pool, strict=False)
+    found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for text in ranges:
+        where = f"[network] allow_private {text!r}"
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=True)
+        except ValueError as exc:
+            hint = "write a range such as 10.20.0.0/16"
+            if "host bits set" in str(exc):
+                hint = f"did you mean {ipaddress.ip_network(text.strip(), strict=False)}?"
+            raise InvalidInputError(f"{where} is not a network range", hint=hint) from None
+        for never, what in _NEVER_PRIVATE.items():
+            other = ipaddress.ip_network(never)
+            if net.version == other.version and net.overlaps(other):
+                raise InvalidInputError(
+                    f"{where} overlaps {other} ({what}), which runs never reach",
+                    hint="name only the internal ranges your mirrors are in",
+                )
+        if net.version == pool.version and net.overlaps(pool):
+            raise InvalidInputError(
+                f"{where} overlaps the runs' own networks ([network] subnet_pool {pool})",
+                hint="choose another subnet_pool, or a narrower range",
+            )
+        found.append(net)
+    return found

@@ -1,8 +1,8 @@
 """The proxy's command line::
 
     egress-proxy --policies DIR --logs DIR [--listen HOST:PORT] [--public-cidr CIDR]...
-                 [--deny-addr IP]... [--ca-file FILE] [--connect-timeout SECONDS]
-                 [--idle-exit SECONDS]
+                 [--allow-private CIDR]... [--deny-addr IP]... [--ca-file FILE]
+                 [--connect-timeout SECONDS] [--idle-exit SECONDS]
 
 Run on the host as ``python -m launcher.egress``; in the proxy's container, where this package
 is mounted as ``egress`` under a folder that is not on ``sys.path`` (see
@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 
-from .addresses import judged_as
+from .addresses import IPAddress, judged_as, own_addresses
 from .idle import IdleExit
 from .server import Config, EgressProxy
 
@@ -50,6 +50,15 @@ def parse_args(argv: list[str] | None) -> tuple[Config, str, int, float | None]:
         help="TEST ONLY: treat addresses in CIDR as public (repeatable)",
     )
     parser.add_argument(
+        "--allow-private",
+        type=lambda text: ipaddress.ip_network(text, strict=True),
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a private range that may be reached, e.g. an internal mirror's (repeatable); never loopback, "
+        "link-local or metadata addresses, never the launcher host's or this proxy's own addresses",
+    )
+    parser.add_argument(
         "--deny-addr",
         type=lambda text: judged_as(ipaddress.ip_address(text)),
         action="append",
@@ -69,11 +78,17 @@ def parse_args(argv: list[str] | None) -> tuple[Config, str, int, float | None]:
     for option in ("policies", "logs"):
         if not os.path.isdir(getattr(args, option)):
             parser.error(f"--{option} {getattr(args, option)}: not a directory")
+    deny: set[IPAddress] = set(args.deny_addr)
+    if args.allow_private:
+        # This proxy's own addresses (on the runs' networks too) are inside no range it may
+        # reach: a run must not loop back into the proxy or reach its neighbours through it.
+        deny.update(own_addresses())
     config = Config(
         policies=args.policies,
         logs=args.logs,
         public_cidrs=tuple(args.public_cidr),
-        deny_addrs=frozenset(args.deny_addr),
+        private_allowed=tuple(args.allow_private),
+        deny_addrs=frozenset(deny),
         ca_file=args.ca_file,
         connect_timeout=args.connect_timeout,
     )

@@ -3,8 +3,9 @@
 It serves one request per connection: CONNECT tunnels (a TLS ClientHello must name the
 CONNECT host), absolute-form http:// requests, and ``/_launcher/keys/NAME/...``, which forwards
 over TLS to the key's upstream with the key added. Names are checked against the run's
-allowlist before any lookup; every resolved address must be public; the proxy connects to the
-address it checked. Each decision is one JSON line in --logs/<log>.
+allowlist before any lookup; every resolved address must be public (or in a private range the
+operator allowed, see addresses.py); the proxy connects to the address it checked. Each
+decision is one JSON line in --logs/<log>.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Config:
     policies: str
     logs: str
     public_cidrs: tuple[IPNetwork, ...] = ()
+    private_allowed: tuple[IPNetwork, ...] = ()
     deny_addrs: frozenset[IPAddress] = frozenset()
     ca_file: str | None = None
     connect_timeout: float = 10.0
@@ -289,7 +291,8 @@ class EgressProxy:
         if not addresses:
             raise Refused(403, f"lookup of {host} returned no addresses")
         for address in addresses:
-            problem = address_refusal(address, self.config.public_cidrs, self.config.deny_addrs)
+            c = self.config
+            problem = address_refusal(address, c.public_cidrs, c.deny_addrs, c.private_allowed)
             if problem is not None:
                 raise Refused(403, f"{host} resolves to {problem}")
         errors = []

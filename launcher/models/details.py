@@ -201,6 +201,13 @@ class PublishDetails(Recorded):
     pull_request: PullRequestDetails | None = None
 
 
+class SetupDetails(Recorded):
+    """A run whose setup ([run] setup, the agent profile's) failed: the agent never started."""
+
+    failed_command: str | None = None
+    exit_code: int | None = None
+
+
 class RunDetails(Recorded):
     """Everything the steps of a run recorded about it.
 
@@ -242,6 +249,12 @@ class RunDetails(Recorded):
     log: str | None = Field(default=None, description="the run's output, secrets redacted")
     grace: float | None = Field(default=None, description="seconds from SIGTERM to SIGKILL when it is stopped")
     claim: ClaimDetails | None = None
+    devcontainer: str | None = Field(default=None, description="the devcontainer.json the run's image was built from")
+    environment_notes: list[str] | None = Field(
+        default=None, description="what of the devcontainer.json launcher ignored, and why"
+    )
+    agent: str | None = Field(default=None, description="the agent profile the run used (--agent, [agent] default)")
+    prompt: str | None = Field(default=None, description="the prompt the agent was given (its first 64 KiB)")
     # prepared
     task_snapshot: dict[str, Any] | None = Field(default=None, description="the task document the run started from")
     task_version: int | None = None
@@ -262,6 +275,7 @@ class RunDetails(Recorded):
     # settled
     infrastructure_failure: bool | None = Field(default=None, description="the machinery failed, not the agent")
     harvest: HarvestDetails | None = None
+    setup: SetupDetails | None = Field(default=None, description="set when a setup command failed")
     task_changes: TaskChangeReport | None = None
     agent_result: AgentResultReport | None = None
     errors: list[str] | None = None

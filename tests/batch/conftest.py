@@ -12,6 +12,7 @@ exact label is touched. Launcher processes a test started and left alive are kil
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -101,9 +102,13 @@ class Bench:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate(timeout=30)
-            pytest.fail(f"{proc.args} still running after {timeout:.0f}s:\n{out}\n{err[-5000:]}")
+            proc.send_signal(signal.SIGUSR1)  # launcher prints every thread's stack: what it waits for
+            try:
+                out, err = proc.communicate(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate(timeout=30)
+            pytest.fail(f"{proc.args} still running after {timeout:.0f}s:\n{out}\n{err[-8000:]}")
         return Result(proc.returncode, out, err)
 
     def kill_strays(self) -> None:

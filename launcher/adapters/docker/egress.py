@@ -73,6 +73,8 @@ class ProxySettings(BaseModel):
     logs_dir: str
     ca_file: str | None = None
     public_cidrs: list[str] = Field(default_factory=list)
+    # [network] allow_private, checked by launcher.core.netpolicy.check_allow_private.
+    private_allowed: list[str] = Field(default_factory=list)
     deny_addrs: list[str] = Field(default_factory=list)
     idle_exit: float = 0.0  # seconds without runs before the proxy exits by itself; 0: never
 
@@ -259,7 +261,9 @@ class DockerEgress:
         command += ["--policies", CONTAINER_POLICIES, "--logs", CONTAINER_LOGS]
         for cidr in s.public_cidrs:
             command += ["--public-cidr", cidr]
-        for addr in s.deny_addrs:
+        for cidr in s.private_allowed:
+            command += ["--allow-private", cidr]
+        for addr in self._denied_addresses():
             command += ["--deny-addr", addr]
         mounts = [
             Mount(CONTAINER_PROGRAM, s.program_dir, type="bind", read_only=True),
@@ -300,6 +304,27 @@ class DockerEgress:
         # The proxy says when it listens; until then a run's first request would be refused.
         wait_for_output(container, _READY_LINE, PROXY_READY_TIMEOUT_S, what="the egress proxy")
         return container
+
+    def _denied_addresses(self) -> list[str]:
+        """The host's addresses; with private ranges allowed, also the egress network's gateway.
+
+        The gateway is the host as the proxy sees it, even where launcher itself runs in a
+        container and so cannot list the host's addresses.
+        """
+        s = self.settings
+        found = list(s.deny_addrs)
+        if s.private_allowed:
+            from docker.errors import APIError, NotFound
+
+            try:
+                network = self.client.networks.get(s.egress_network)
+            except (NotFound, APIError) as exc:
+                raise DockerError(f"cannot look at the egress network {s.egress_network}: {exc}") from exc
+            for entry in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                gateway = entry.get("Gateway")
+                if gateway and gateway not in found:
+                    found.append(gateway)
+        return found
 
     def _connect(self, proxy: Any, network: str, ip: str) -> None:
         from docker.errors import APIError
@@ -425,10 +450,11 @@ def _decisions(path: Path) -> Iterator[dict[str, Any]]:
                 yield entry
 
 
-def host_addresses() -> list[str]:
-    """This machine's own global addresses: the proxy refuses them even in open mode.
+def host_addresses(private_in: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """This machine's own addresses the proxy must be told to refuse, even in open mode.
 
-    Private ones are refused anyway; a public address of the build box is what is left.
+    Its global ones; private ones are refused anyway, except those inside a range of
+    ``private_in`` ([network] allow_private), which are listed too.
     """
     import ipaddress
 
@@ -446,11 +472,13 @@ def host_addresses() -> list[str]:
             found.add(str(ipaddress.IPv6Address(bytes.fromhex(raw))))
     except (OSError, ValueError, IndexError):
         pass
+    allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in private_in]
     addresses = []
     for text in sorted(found):
         try:
-            if ipaddress.ip_address(text).is_global:
-                addresses.append(text)
+            ip = ipaddress.ip_address(text)
         except ValueError:
             continue
+        if ip.is_global or any(ip in net for net in allowed):
+            addresses.append(text)
     return addresses

@@ -131,7 +131,16 @@ scope_out() {
         GIT_INDEX_FILE=$1 g reset -q "$head" -- ':(top).case' >/dev/null
     else
         GIT_INDEX_FILE=$1 g rm -r -q --cached --ignore-unmatch -- ':(top).case' >/dev/null
-    fi
+    fi || return 1
+    # The files [run] include copied in are the owner's, not the run's work, whatever the agent
+    # did to info/exclude (their names are plain: no spaces, no glob characters).
+    for included in ${included_paths:-}; do
+        if [ -n "$head" ]; then
+            GIT_INDEX_FILE=$1 g reset -q "$head" -- ":(top,literal)$included" >/dev/null
+        else
+            GIT_INDEX_FILE=$1 g rm -q --cached --ignore-unmatch -- ":(top,literal)$included" >/dev/null
+        fi || return 1
+    done
 }
 
 # stash@{0}, stash@{1}, … as refs/launcher/stash/0, 1, …: a bundle carries refs, not reflogs.
@@ -220,6 +229,26 @@ if [ "${LAUNCHER_PHASE:-run}" = pool ]; then
     fi
 fi
 
+# The run's extra CA ([network] ca_file, --ca-file) joins the image's own CAs. The image's bundle
+# cannot change (read-only root, any uid), so a copy of it plus the extra CA is written to
+# $LAUNCHER_CA_BUNDLE in the run's /tmp, which SSL_CERT_FILE, REQUESTS_CA_BUNDLE, PIP_CERT,
+# GIT_SSL_CAINFO and CURL_CA_BUNDLE name (see launcher/core/run/trust.py).
+if [ -n "${LAUNCHER_EXTRA_CA:-}" ]; then
+    system=
+    for f in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+        if [ -s "$f" ]; then
+            system=$f
+            break
+        fi
+    done
+    [ -n "$system" ] || echo "launcher-entry: the image has no CA bundle; the run trusts only the extra CA" >&2
+    { if [ -n "$system" ]; then cat "$system" && echo; fi && cat "$LAUNCHER_EXTRA_CA"; } >"$LAUNCHER_CA_BUNDLE" || {
+        echo "launcher-entry: cannot write the run's CA bundle $LAUNCHER_CA_BUNDLE" >&2
+        exit 125
+    }
+    unset system f
+fi
+
 # Secrets come as files (the container's configuration, which `docker inspect` shows, holds only
 # their paths): each NAME listed in LAUNCHER_SECRETS is exported from /run/launcher-secrets/NAME,
 # byte for byte (the x keeps trailing newlines), for the agent alone.
@@ -231,6 +260,76 @@ for name in ${LAUNCHER_SECRETS:-}; do
     export "$name=${value%x}"
 done
 unset LAUNCHER_SECRETS name value
+
+# [run] include: untracked files of the main checkout, copied in by this uid after the checkout
+# (the host never writes into the worktree) and listed in the private git dir's info/exclude,
+# so that no `git add -A` takes them. A path the checkout tracks keeps the checkout's copy; one
+# under a (tracked) symbolic link is not copied.
+include_files() {
+    exclude=$(git rev-parse --git-path info/exclude) && mkdir -p "${exclude%/*}" || return 1
+    i=0
+    while [ "$i" -lt "${LAUNCHER_INCLUDE_COUNT:-0}" ]; do
+        eval "path=\${LAUNCHER_INCLUDE_$i}"
+        printf '/%s\n' "$path" >>"$exclude" || return 1
+        if git ls-files --error-unmatch -- ":(top,literal)$path" >/dev/null 2>&1; then
+            echo "launcher-include: $path is tracked at the run's base: the checkout's copy stays" >&2
+        elif ! plain_parents "$path"; then
+            echo "launcher-include: $path is under a symbolic link in the checkout: not copied" >&2
+        else
+            case $path in */*) mkdir -p "${path%/*}" || return 1 ;; esac
+            cat "/launcher/include/$i" >"$path" || return 1
+            included_paths="${included_paths:-} $path"
+        fi
+        i=$((i + 1))
+    done
+}
+
+# No folder on the way to $1 is a symbolic link.
+plain_parents() {
+    rest=$1 dir=
+    while [ "${rest#*/}" != "$rest" ]; do
+        dir=${dir:+$dir/}${rest%%/*}
+        rest=${rest#*/}
+        [ ! -L "$dir" ] || return 1
+    done
+}
+
+# [run] setup (and the agent profile's): each command as `sh -c CMD`, in order, before the agent,
+# each announced in the log. The first that fails ends the run: out/setup-failed says which
+# (its exit status, then the command), the work is captured, and the agent never starts.
+SETUP_FAILED=121
+run_setup() {
+    i=0
+    while [ "$i" -lt "${LAUNCHER_SETUP_COUNT:-0}" ]; do
+        eval "setup_cmd=\${LAUNCHER_SETUP_$i}"
+        echo "launcher-setup: \$ $setup_cmd"
+        sh -c "$setup_cmd" </dev/null
+        status=$?
+        if [ "$status" -ne 0 ]; then
+            echo "launcher-setup: exit $status: $setup_cmd (the agent does not run)"
+            printf '%s\n%s\n' "$status" "$setup_cmd" >/launcher/out/setup-failed
+            return 1
+        fi
+        i=$((i + 1))
+    done
+    if [ "${LAUNCHER_SETUP_COUNT:-0}" -gt 0 ]; then echo "launcher-setup: done"; fi
+}
+
+rm -f /launcher/out/setup-failed
+if ! include_files; then
+    echo "launcher-entry: could not copy the included files" >&2
+    exit 125
+fi
+if ! run_setup; then
+    capture
+    exit $SETUP_FAILED
+fi
+i=0
+while [ "$i" -lt "${LAUNCHER_SETUP_COUNT:-0}" ]; do
+    unset "LAUNCHER_SETUP_$i"
+    i=$((i + 1))
+done
+unset LAUNCHER_SETUP_COUNT setup_cmd status i
 
 "$@"
 rc=$?

@@ -39,6 +39,8 @@ def claim_run(deps: RunDeps, plan: RunPlan, owner: RunOwner) -> RunRecord:
         repo=str(plan.repo.toplevel),
         log=str(deps.paths(run).log),
         grace=plan.grace,
+        devcontainer=plan.devcontainer,
+        environment_notes=plan.environment_notes or None,
     )
     details = {**planned.model_dump(mode="json"), "claim": claim.recorded()}
     return deps.store.update_run(run.id, uid=uid, details=details)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from launcher.core import labels, uids
+from launcher.core import agents, labels, uids
 from launcher.core.egress import RunNetwork
 from launcher.core.netpolicy import agent_environment
 from launcher.core.ports import RepoPort
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.harness import harness_mounts
+from launcher.core.run.include import CONTAINER_INCLUDE
 from launcher.core.run.request import RunPlan
+from launcher.core.run.trust import run_trust
 from launcher.core.runlayout import (
     CONTAINER_CASE_ROOT,
     CONTAINER_ENTRY,
@@ -64,6 +66,8 @@ def agent_env(
     task = plan.task
     git_config = [("safe.directory", CONTAINER_WORKTREE)]
     env = {
+        # The profile's variables first: the run's own facts and settings win over them.
+        **{k: v for k, v in plan.env.items() if not k.startswith(("CASE_", "LAUNCHER_", "GIT_"))},
         "CASE_ROOT": CONTAINER_CASE_ROOT,
         "CASE_TASK_ID": task.id,
         "CASE_TASK_SLUG": task.slug,
@@ -92,6 +96,9 @@ def run_spec(
         folder = paths.sandbox / "secrets"
         deps.workspace.write_secrets(folder, {n: v.encode() for n, v in plan.secrets.items()}, uid, gid)
         mounts = (MountSpec(target=CONTAINER_SECRETS, source=str(folder), read_only=True),)
+    mounts += given_files(deps, plan, run, paths, uid, gid)
+    trust_mounts, trust_env = run_trust(deps, plan, paths)
+    mounts += tuple(trust_mounts)
     return container_spec(
         deps,
         repo=plan.repo,
@@ -105,9 +112,42 @@ def run_spec(
         name=container_name(deps, run.id),
         labels=labels.for_run(deps.root, run.id, run.task_id),
         command=plan.command,
-        env=agent_env(plan, run, network, secret_files=secret_files),
+        env={**agent_env(plan, run, network, secret_files=secret_files), **setup_env(plan), **trust_env},
         extra_mounts=mounts,
     )
+
+
+def given_files(
+    deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int
+) -> tuple[MountSpec, ...]:
+    """The prompt's file and the included files, each read-only in the run; the prompt (and
+    the agent's name) go into the run's record too: a prompt is not a secret."""
+    mounts: list[MountSpec] = []
+    if plan.prompt is not None:
+        prompt_file = paths.sandbox / "prompt.md"
+        deps.workspace.write_file(prompt_file, plan.prompt.encode())
+        mounts.append(MountSpec(target=agents.CONTAINER_PROMPT, source=str(prompt_file), read_only=True))
+    if plan.prompt is not None or plan.agent is not None:
+        recorded = plan.prompt.encode()[: agents.PROMPT_RECORD_MAX].decode("utf-8", "ignore") if plan.prompt else None
+        deps.store.update_run(run.id, details={"agent": plan.agent, "prompt": recorded})
+    if plan.includes:
+        # By index: the names are the entry's to place (as the run's uid, after its checkout).
+        folder = paths.sandbox / "include"
+        deps.workspace.write_secrets(folder, {str(i): data for i, data in enumerate(plan.includes.values())}, uid, gid)
+        mounts.append(MountSpec(target=CONTAINER_INCLUDE, source=str(folder), read_only=True))
+    return tuple(mounts)
+
+
+def setup_env(plan: RunPlan) -> dict[str, str]:
+    """The setup commands and the include paths, numbered (as GIT_CONFIG_* are) for the entry."""
+    env: dict[str, str] = {}
+    if plan.setup:
+        env["LAUNCHER_SETUP_COUNT"] = str(len(plan.setup))
+        env.update({f"LAUNCHER_SETUP_{i}": command for i, command in enumerate(plan.setup)})
+    if plan.includes:
+        env["LAUNCHER_INCLUDE_COUNT"] = str(len(plan.includes))
+        env.update({f"LAUNCHER_INCLUDE_{i}": path for i, path in enumerate(plan.includes)})
+    return env
 
 
 def harvest_spec(deps: RunDeps, repo: RepoPort, run: RunRecord, paths: RunPaths, image: str, uid: int) -> SandboxSpec:

@@ -9,8 +9,10 @@ from pathlib import Path
 from launcher.core.egress import RunEgress
 from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
 from launcher.core.ports.harness import HarnessViewPort
+from launcher.core.ports.images import ImageBuilderPort
 from launcher.core.ports.marks import FolderMarksPort, NoMarks
 from launcher.core.ports.publisher import PublisherPort
+from launcher.core.ports.trust import TrustPort
 from launcher.core.runlayout import RunPaths
 from launcher.errors import LauncherError
 from launcher.models import RunRecord, TaskRecord
@@ -56,8 +58,12 @@ class RunDeps:
     publish: PublishSettings = field(default_factory=PublishSettings)
     # How the host pushes a run's work ([publish], --push); None: this launcher publishes nothing.
     publisher: PublisherPort | None = None
+    # Builds the images --devcontainer runs in; None: this launcher builds none.
+    image_builder: ImageBuilderPort | None = None
     # None where no Docker engine backs the runs; then only --network none can run.
     egress: RunEgress | None = None
+    # Reads the extra CA runs trust ([network] ca_file, --ca-file); None: runs trust their image's only.
+    trust: TrustPort | None = None
     # Warm pool slots (`launcher pool warm`); None: every run is made from scratch.
     pool: PoolSlotsPort | None = None
     # Which worktree and sandbox folders launcher made: gc removes no other. NoMarks: none.

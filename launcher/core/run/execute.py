@@ -33,7 +33,7 @@ def execute(deps: RunDeps, plan: RunPlan, run: RunRecord, echo: Echo | None = No
     output = RunOutput(
         deps.sandbox,
         deps.paths(run).log,
-        Redactor({**plan.secrets, **plan.api_key_values}),
+        Redactor([*plan.secrets.values(), *plan.api_key_values.values(), *plan.redact]),
         log_max=deps.defaults.log_max,
         echo=echo,
     )

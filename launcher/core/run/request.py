@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from launcher.core.netpolicy import EgressPolicy
 from launcher.core.ports import RepoPort
 from launcher.models import TaskRecord
-from launcher.settings import PublishSettings
+from launcher.settings import AgentProfile, PublishSettings
 
 Ending = Literal["exited", "failed", "timed-out", "cancelled", "lost", "exceeded"]
 
@@ -42,9 +42,18 @@ class RunRequest(BaseModel):
     push: bool | None = Field(default=None, description="the host pushes the branch after harvest ([publish] push)")
     remote: str | None = Field(default=None, description="where to push ([publish] remote)")
     pr: bool | None = Field(default=None, description="open or update the task attempt's pull request ([publish] pr)")
+    ca_file: str | None = Field(default=None, description="an extra CA the run trusts ([network] ca_file)")
+    devcontainer: bool | None = Field(
+        default=None, description="run in the repository's .devcontainer environment ([run] image = 'devcontainer')"
+    )
     concurrent: bool = Field(
         default=False, description="run even while another live run holds the task's claim (a second attempt)"
     )
+    agent: str | None = Field(default=None, description="the agent profile's name, for the run's record")
+    profile: AgentProfile | None = Field(
+        default=None, description="the agent profile (resolved by the caller: --agent, else [agent] default)"
+    )
+    prompt: str | None = Field(default=None, description="the prompt (--prompt / --prompt-file); else the task's .md")
 
 
 @dataclass(frozen=True)
@@ -68,3 +77,15 @@ class RunPlan:
     # What the host publishes after harvest: [publish] with this run's --push/--remote/--pr; None: nothing.
     publish: PublishSettings | None = None
     concurrent: bool = False
+    ca_file: str | None = None
+    # The agent profile's name, its variables, and the prompt the command was given (None: none).
+    agent: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    devcontainer: str | None = None
+    environment_notes: list[str] = field(default_factory=list)
+    prompt: str | None = None
+    # Commands run before the agent ([run] setup, then the profile's); untracked files copied in.
+    setup: list[str] = field(default_factory=list)
+    includes: dict[str, bytes] = field(default_factory=dict)
+    # What the run's log never shows besides secrets' and keys' values: the includes' lines.
+    redact: tuple[str, ...] = ()

@@ -27,7 +27,10 @@ from launcher.core.runlayout import TRASH_PREFIX, RunPaths
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError, TransitionConflictError
 from launcher.models import RunRecord, utcnow
-from launcher.models.details import HarvestDetails
+from launcher.models.details import HarvestDetails, SetupDetails
+
+# The entry's exit status when a setup command failed (then out/setup-failed says which).
+SETUP_FAILED_EXIT = 121
 
 
 def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
@@ -59,6 +62,11 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
     except LauncherError as exc:
         problems.append(f"task changes: {exc}")
     details["agent_result"] = read_agent_result(paths).model_dump(mode="json", exclude_none=True)
+    setup = setup_failure(deps, outcome)
+    if setup is not None:
+        details["setup"] = setup.model_dump(mode="json")
+        # First: it is why the run failed, and the agent never ran.
+        problems.insert(0, f"setup failed: `{setup.failed_command}` exited {setup.exit_code}; the agent did not run")
     if egress_closed is not None:
         summary = egress_closed.result()
         if summary is not None:
@@ -95,6 +103,24 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
         # Someone (gc, stop) settled it first; keep their verdict, add what we learnt.
         settled = deps.store.update_run(current.id, details=details)
     return release_claim(deps, settled)
+
+
+def setup_failure(deps: RunDeps, outcome: RunOutcome) -> SetupDetails | None:
+    """What the entry wrote when a setup command failed (it then exits SETUP_FAILED_EXIT)."""
+    if outcome.ending != "failed" or outcome.exit_code != SETUP_FAILED_EXIT:
+        return None
+    try:
+        data = deps.workspace.read_in(outcome.paths.out_dir, ["setup-failed"], max_bytes=64 * 1024)
+    except LauncherError:
+        return None
+    if data is None:
+        return None
+    status, _, command = data.decode("utf-8", "replace").partition("\n")
+    try:
+        code: int | None = int(status.strip())
+    except ValueError:
+        code = None
+    return SetupDetails(failed_command=command.rstrip("\n")[:4000], exit_code=code)
 
 
 def release_claim(deps: RunDeps, run: RunRecord) -> RunRecord:
