@@ -123,11 +123,16 @@ def batch(
         owner_alive,
         live.update if live else _printer(as_json),
     )
-    if live is None:
-        summary = runner.run()
-    else:
-        with live:
+    from launcher.cli.run_cmd import cancel_on_signals
+
+    # Set explicitly, as `run` does: a batch started from a script's background job inherits
+    # SIGINT ignored, and a CI runner cancelling the job sends SIGTERM; both must stop it.
+    with cancel_on_signals(grace if grace is not None else app_.config.run.grace):
+        if live is None:
             summary = runner.run()
+        else:
+            with live:
+                summary = runner.run()
     if as_json:
         emit_json(summary.model_dump(mode="json"))
     else:
