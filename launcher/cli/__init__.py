@@ -37,6 +37,7 @@ from launcher.cli import (
     run_cmd,
     stop_cmd,
     task_cmd,
+    wait_cmd,
 )
 from launcher.cli.app_context import Application
 from launcher.errors import ExitCode, HostStorageError, LauncherError
@@ -49,15 +50,43 @@ app = typer.Typer(
         "through one coordinator as a compare-and-set."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion: typer detects the shell (bash, zsh, fish, PowerShell).
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
 
+def version() -> str:
+    """The installed distribution's version; the package's own when it is not installed (a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("worktree-launcher")
+    except PackageNotFoundError:
+        from launcher import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"launcher {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        expose_value=False,
+        callback=_print_version,
+        help="Print launcher's version and exit.",
+    ),
     root: str = typer.Option(
         None,
         "--root",
@@ -91,6 +120,7 @@ push_cmd.register(app)
 results_cmd.register(app)
 prune_cmd.register(app)
 agent_cmd.register(app)
+wait_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:

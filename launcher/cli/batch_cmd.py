@@ -136,9 +136,11 @@ def batch(
     if as_json:
         emit_json(summary.model_dump(mode="json"))
     else:
+        # "3 exited, 1 failed": count first, as a sentence reads; nothing after the `;` when no run ended.
+        ended = ", ".join(f"{count} {state}" for state, count in summary.by_state.items())
         typer.echo(
-            f"batch: {summary.claimed} claimed, {summary.runs} runs, {summary.retried} retried; "
-            + ", ".join(f"{state} {count}" for state, count in summary.by_state.items()),
+            f"batch: {summary.claimed} claimed, {summary.runs} runs, {summary.retried} retried"
+            + (f"; {ended}" if ended else ""),
             err=True,
         )
         for error in summary.errors:
@@ -222,10 +224,9 @@ def matrix(
     import time
 
     from launcher.core.matrix import plan_matrix
-    from launcher.errors import InvalidInputError
 
     if fmt not in ("github", "json"):
-        raise InvalidInputError(f"--format {fmt!r}: choose github or json")
+        raise typer.BadParameter(f"{fmt!r}: choose github or json", param_hint="'--format'")
     app_ = app_of(ctx).read_only()  # a look only: no state store is made where there is none
     include = [{"task": t.id, "slug": t.slug} for t in plan_matrix(app_.store, status, time.time())]
     if fmt == "github":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import typer
@@ -11,6 +15,8 @@ from launcher.cli.app_context import app_of, emit_json, table
 from launcher.cli.run_cmd import run_view
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from launcher.models import RunRecord
 
 
@@ -22,58 +28,148 @@ def register(app: typer.Typer) -> None:
 def ps(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", "-a", help="Include finished runs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print run IDs only, one a line."),
+    filters: list[str] = typer.Option(
+        [],
+        "--filter",
+        "-f",
+        metavar="KEY=VALUE",
+        help="Only runs that match: id (prefix), state, task (ID or prefix), repo (name or path). "
+        "Repeatable: the same key twice matches either value, different keys must all match. "
+        "A state filter looks at finished runs too.",
+    ),
+    format_: str = typer.Option(
+        None,
+        "--format",
+        metavar="TEMPLATE",
+        help="`json` (as --json), `table` (the default), or a template such as "
+        "'{{.ID}}\\t{{.State}}\\t{{.Duration}}' or '{{json .}}' (fields: ID, Task, State, Exit, Branch, "
+        "Created, Ended, Duration, Commits, Result, Denied, Pushed, Repo, Image, Attempt).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print runs as JSON."),
 ) -> None:
-    """List live runs (all runs with --all)."""
-    from launcher.core.transitions import LIVE_RUN_STATES
+    """List live runs (all runs with --all): duration, commits, the agent's result, egress denials.
 
-    runs = app_of(ctx).read_only().store.list_runs(states=None if all_ else LIVE_RUN_STATES)
+    The table drops its widest optional columns when the terminal ($COLUMNS) is too narrow.
+    """
+    from launcher.core import run_view as view
+    from launcher.core.transitions import LIVE_RUN_STATES
+    from launcher.models import utcnow
+
+    try:
+        wanted = view.parse_filters(filters)
+    except view.FilterError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--filter'") from None
+    render = None
+    if format_ == "json":
+        as_json = True
+    elif format_ not in (None, "table"):
+        if "{{" not in format_:
+            raise typer.BadParameter(
+                f"{format_!r} is no format: use json, table, or a template with {{{{.Field}}}}",
+                param_hint="'--format'",
+            )
+        try:
+            render = view.compile_template(format_)
+        except view.TemplateError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--format'") from None
+
+    everything = all_ or "state" in wanted
+    runs = app_of(ctx).read_only().store.list_runs(states=None if everything else LIVE_RUN_STATES)
+    runs = [r for r in runs if view.matches(r, wanted)]
+    now = utcnow()
+    if quiet:
+        for run in runs:
+            typer.echo(run.id)
+        return
     if as_json:
         emit_json([run_view(r) for r in runs])
         return
-    if not runs:
-        typer.echo("no runs" if all_ else "no live runs (see --all)")
+    if render is not None:
+        for run in runs:
+            typer.echo(render(run, now))
         return
-    rows = [
-        [
-            r.id,
-            r.task_id[:40],
-            r.state.value,
-            "" if r.exit_code is None else str(r.exit_code),
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            r.branch,
-            _published(r),
-        ]
-        for r in runs
-    ]
-    typer.echo(table(rows, ["RUN", "TASK", "STATE", "EXIT", "CREATED", "BRANCH", "PUSHED"]))
+    if not runs:
+        typer.echo("no runs match" if wanted else "no runs" if all_ else "no live runs (see --all)")
+        return
+    typer.echo(_table(runs, now, _terminal_width()))
 
 
-def _published(run: RunRecord) -> str:
-    """`yes`, `yes+PR#12`, `FAILED` (see `run --json` for why), `-` (nothing to push), or blank."""
-    published = run.details.publish
-    if published is None:
-        return ""
-    if published.error is not None:
-        return "FAILED"
-    if not published.pushed:
-        return "-"
-    pull = published.pull_request
-    return f"yes+PR#{pull.number}" if pull is not None else "yes"
+def _table(runs: list[RunRecord], now: datetime, width: int | None) -> str:
+    from launcher.core import run_view as view
+
+    rows = view.table_rows(runs, now)
+    columns = view.fit_columns(rows, width)
+    headers = [view.HEADERS.get(c, c).upper() for c in columns]
+    return table([[r[c] for c in columns] for r in rows], headers)
+
+
+def _terminal_width() -> int | None:
+    """$COLUMNS, else the terminal's width; None (no limit) when the output is no terminal."""
+    given = os.environ.get("COLUMNS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def logs(
     ctx: typer.Context,
-    run_id: str = typer.Argument(..., help="Run ID (see `launcher ps`)."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    run_ids: list[str] = typer.Argument(..., help="Run IDs (see `launcher ps`); several print side by side."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the runs end."),
+    tail: int = typer.Option(
+        None, "--tail", "-n", min=0, metavar="N", help="Start with the last N lines of each log (then -f goes on)."
+    ),
     egress: bool = typer.Option(
         False,
         "--egress",
         help="Print the run's network decisions instead: one JSON line per host it tried to reach "
         "(decision allow|deny, reason, status).",
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help='One JSON object a line: {"run": ID, "line": TEXT} (invalid UTF-8 replaced).'
+    ),
 ) -> None:
-    """Print a run's log (agent output, secrets redacted), or with --egress what it tried to reach."""
-    for chunk in app_of(ctx).read_only().runs.read_log(run_id, egress=egress, follow=follow):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
+    """Print a run's log (agent output, secrets redacted), or with --egress what it tried to reach.
+
+    With several runs, each line starts with `RUN | `. The log keeps the agent's bytes as written,
+    without times, so there is no --since or --timestamps.
+    """
+    chunks = app_of(ctx).read_only().runs.read_logs(list(run_ids), egress=egress, follow=follow, tail=tail)
+    if len(run_ids) == 1 and not as_json:
+        # One run: its bytes exactly as written (never decoded), as `logs` always printed them.
+        for _run, chunk in chunks:
+            _write(chunk)
+        return
+    width = max(len(r) for r in run_ids)
+    for run_id, line in _lines(chunks):
+        if as_json:
+            text = line.decode("utf-8", errors="replace").removesuffix("\n")
+            _write(json.dumps({"run": run_id, "line": text}).encode() + b"\n")
+        else:
+            _write(run_id.ljust(width).encode() + b" | " + line + (b"" if line.endswith(b"\n") else b"\n"))
+
+
+def _lines(chunks: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    """Whole lines per run, as they complete; each run's unfinished last line at the end."""
+    pending: dict[str, bytes] = {}
+    for run_id, chunk in chunks:
+        data = pending.pop(run_id, b"") + chunk
+        *whole, rest = data.split(b"\n")
+        for line in whole:
+            yield run_id, line + b"\n"
+        if rest:
+            pending[run_id] = rest
+    yield from pending.items()
+
+
+def _write(data: bytes) -> None:
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:  # a text stream without bytes under it (an in-process caller's StringIO)
+        out.write(data.decode("utf-8", errors="replace"))
+        out.flush()

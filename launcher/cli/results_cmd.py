@@ -113,10 +113,9 @@ def merge(
     """
     from launcher.core import results
     from launcher.core.ports.results import MergeMode
-    from launcher.errors import InvalidInputError
 
     if no_ff and squash:
-        raise InvalidInputError("--no-ff and --squash exclude each other")
+        raise typer.BadParameter("--no-ff and --squash exclude each other")
     mode: MergeMode = "squash" if squash else ("no-ff" if no_ff else "ff")
     done = results.merge(_deps(app_of(ctx)), run_id, into=into, mode=mode)
     if as_json:

@@ -191,7 +191,7 @@ def run(
     profile = chosen[1] if chosen else None
     if title or (repo and text is not None and not items):
         if not repo:
-            raise InvalidInputError("--title goes with --repo: they create the task to run")
+            raise typer.BadParameter("--title goes with --repo: they create the task to run")
         task_ref = app_.create_task(
             repo,
             title or agents.title_of(text or ""),
@@ -296,7 +296,7 @@ def read_prompt(prompt: str | None, prompt_file: Path | None) -> str | None:
     from launcher.errors import InvalidInputError
 
     if prompt is not None and prompt_file is not None:
-        raise InvalidInputError("--prompt and --prompt-file: give one of them")
+        raise typer.BadParameter("--prompt and --prompt-file: give one of them")
     if prompt_file is None:
         return prompt
     try:

@@ -110,7 +110,7 @@ def create(
     body = read_prompt(prompt, prompt_file)
     if body_file is not None:
         if body is not None:
-            raise InvalidInputError("--body-file and --prompt/--prompt-file: give one of them")
+            raise typer.BadParameter("--body-file and --prompt/--prompt-file: give one of them")
         try:
             body = body_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -16,6 +16,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -26,7 +27,7 @@ from launcher.core.run import RunRequest, RunService, is_infrastructure_error
 from launcher.core.run.publish import publish_failed
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError
-from launcher.models import RunOwner, RunRecord, TaskRecord
+from launcher.models import RunOwner, RunRecord, TaskRecord, utcnow
 from launcher.settings import AgentProfile
 
 COORDINATOR_RETRIES = 5
@@ -73,6 +74,7 @@ class BatchEvent(BaseModel):
     state: str | None = None
     detail: str | None = None
     worker: int
+    at: datetime = Field(description="when it happened (UTC)")
 
 
 class TaskOutcome(BaseModel):
@@ -337,7 +339,11 @@ class Batch:
         state: str | None = None,
         detail: str | None = None,
     ) -> None:
-        self.on_event(BatchEvent(kind=kind, task_id=task_id, run_id=run_id, state=state, detail=detail, worker=worker))
+        self.on_event(
+            BatchEvent(
+                kind=kind, task_id=task_id, run_id=run_id, state=state, detail=detail, worker=worker, at=utcnow()
+            )
+        )
 
 
 def _exit_text(run: RunRecord) -> str:

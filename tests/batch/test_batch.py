@@ -39,7 +39,9 @@ def events_of(result: Result) -> list[dict[str, Any]]:
     events = []
     for line in result.stderr.splitlines():
         if line.startswith('{"event"'):
-            events.append(json.loads(line)["event"])
+            event = json.loads(line)["event"]
+            assert event["at"].endswith("Z"), event  # every event says when, in UTC
+            events.append(event)
     return events
 
 

@@ -69,7 +69,7 @@ def test_matrix_refuses_an_unknown_format(bench: Bench) -> None:
 
     result = bench.cli("matrix", "--format", "yaml")
 
-    assert result.exit_code == 6, (result.stdout, result.stderr)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
-    assert "--format 'yaml'" in result.stderr
+    assert "'yaml'" in result.stderr
     assert "github or json" in result.stderr

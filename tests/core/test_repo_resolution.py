@@ -386,7 +386,7 @@ def test_run_repo_alone_needs_a_task_and_title_needs_repo(world: dict[str, Path]
     assert "name a task to run" in alone.stderr
     assert "with --repo alone" in alone.stderr
     titled = invoke(["--root", str(root), "run", "--title", "No repo"])
-    assert titled.exit_code == ExitCode.INVALID_INPUT
+    assert titled.exit_code == ExitCode.USAGE  # options that do not go together: a usage error
     assert "--title goes with --repo" in titled.stderr
 
 

@@ -95,24 +95,74 @@ def log_path(deps: RunDeps, run: RunRecord, *, egress: bool) -> Path:
     return live
 
 
-def read_log(deps: RunDeps, run_id: str, *, egress: bool, follow: bool) -> Iterator[bytes]:
-    """The log's bytes as they are written; with ``follow``, until the run has ended."""
-    record = deps.store.get_run(run_id)
-    offset = 0
-    while True:
+def read_log(deps: RunDeps, run_id: str, *, egress: bool, follow: bool, tail: int | None = None) -> Iterator[bytes]:
+    """The log's bytes as they are written; with ``follow``, until the run has ended. With
+    ``tail``, only the last ``tail`` lines of what the log held at the first look (all of what
+    comes after)."""
+    for _run, data in read_logs(deps, [run_id], egress=egress, follow=follow, tail=tail):
+        yield data
+
+
+def read_logs(
+    deps: RunDeps, run_ids: list[str], *, egress: bool, follow: bool, tail: int | None = None
+) -> Iterator[tuple[str, bytes]]:
+    """Several runs' logs at once, as (run ID, bytes) in the order they were written, each run's
+    until it has ended (with ``follow``). One thread polls them all: the coordinator's
+    connection is not shared across threads."""
+    readers = [_LogReader(deps, run_id, egress=egress, tail=tail, follow=follow) for run_id in run_ids]
+    while readers:
+        for reader in list(readers):
+            data = reader.read()
+            if data:
+                yield reader.run_id, data
+            if not follow or reader.ended:
+                readers.remove(reader)
+        if readers:
+            time.sleep(LOG_POLL_S)
+            for reader in readers:
+                reader.refresh()
+
+
+class _LogReader:
+    def __init__(self, deps: RunDeps, run_id: str, *, egress: bool, tail: int | None, follow: bool) -> None:
+        self.deps, self.run_id, self.egress, self.tail, self.follow = deps, run_id, egress, tail, follow
+        self.record = deps.store.get_run(run_id)
+        self.offset = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.record.state in TERMINAL_RUN_STATES
+
+    def refresh(self) -> None:
+        self.record = self.deps.store.get_run(self.run_id)
+
+    def read(self) -> bytes:
+        """What was written since the last read; NotFoundError for an ended run without one (unless
+        following: a follower is told only what there is)."""
+        tail, self.tail = self.tail, None  # after the first look, the rest comes whole
         try:
-            with open(log_path(deps, record, egress=egress), "rb") as handle:
-                handle.seek(offset)
+            with open(log_path(self.deps, self.record, egress=self.egress), "rb") as handle:
+                handle.seek(self.offset)
                 data = handle.read()
+                self.offset = handle.tell()
         except FileNotFoundError:
-            data = b""
-            if not follow and record.state in TERMINAL_RUN_STATES:
-                what = "network decision log (it made no requests, or ran with --network none)" if egress else "log"
-                raise NotFoundError(f"run {run_id} has no {what}") from None
-        if data:
-            offset += len(data)
-            yield data
-        if not follow or record.state in TERMINAL_RUN_STATES:
-            return
-        time.sleep(LOG_POLL_S)
-        record = deps.store.get_run(run_id)
+            if self.ended and not self.follow:
+                what = (
+                    "network decision log (it made no requests, or ran with --network none)" if self.egress else "log"
+                )
+                raise NotFoundError(f"run {self.run_id} has no {what}") from None
+            return b""
+        return data if tail is None else last_lines(data, tail)
+
+
+def last_lines(data: bytes, count: int) -> bytes:
+    """The last ``count`` lines of ``data`` (a last line without its newline counts as one)."""
+    if count <= 0:
+        return b""
+    end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    start = end
+    for _ in range(count):
+        start = data.rfind(b"\n", 0, start)
+        if start < 0:
+            return data
+    return data[start + 1 :]

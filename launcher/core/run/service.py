@@ -51,6 +51,11 @@ class RunService:
     def read_log(self, run_id: str, *, egress: bool, follow: bool) -> Iterator[bytes]:
         return lifecycle.read_log(self.deps, run_id, egress=egress, follow=follow)
 
+    def read_logs(
+        self, run_ids: list[str], *, egress: bool, follow: bool, tail: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        return lifecycle.read_logs(self.deps, run_ids, egress=egress, follow=follow, tail=tail)
+
     def log_path(self, run: RunRecord, *, egress: bool = False) -> Path:
         return lifecycle.log_path(self.deps, run, egress=egress)
 
