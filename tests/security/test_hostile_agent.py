@@ -200,7 +200,25 @@ def test_fork_bomb_is_contained_and_other_runs_finish(case: Case, git_repo: Path
     bomber.wait(timeout=120)
     states = {r["task_id"]: r["state"] for r in case.runs()}
     assert states[calm] == "exited"
+    # Never unharvested: the bomb's leftovers are stopped before the capture needs to fork.
     assert states[bomb] in {"exited", "failed", "timed-out"}
+
+
+def test_work_is_kept_when_the_agent_leaves_every_pid_taken(case: Case, git_repo: Path) -> None:
+    # The agent returns with background processes holding all its pids: the capture still forks
+    # git, because those leftovers are stopped first.
+    (case.root / "launcher.toml").write_text("[run]\npids_limit = 32\n")
+    task = case.create_task(git_repo, "Leaves every pid taken")
+    # The inner shell dies of "Cannot fork" once the pids run out; the outer one exits 0 (a builtin).
+    spawn = "i=0; while [ $i -lt 64 ]; do sleep 600 & i=$((i + 1)); done"
+    agent = f"echo kept > kept.txt; sh -c '{spawn}' 2>/dev/null; exit 0"
+    result = case.cli("run", task, "--", "sh", "-c", agent)
+    assert result.exit_code == 0, result.stderr
+    record = case.run_record(run_id_of(result.stderr))
+    assert record["state"] == "exited", record
+    wip = f"refs/launcher/runs/{record['id']}/wip"
+    shown = subprocess.run(["git", "-C", str(git_repo), "show", f"{wip}:kept.txt"], capture_output=True, text=True)
+    assert shown.stdout == "kept\n", shown.stderr
 
 
 def test_memory_hog_is_oom_killed_and_recorded(case: Case, git_repo: Path) -> None:

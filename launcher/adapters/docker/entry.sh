@@ -315,12 +315,25 @@ run_setup() {
     if [ "${LAUNCHER_SETUP_COUNT:-0}" -gt 0 ]; then echo "launcher-setup: done"; fi
 }
 
+# What the agent left running when its command returned (a server, a background job, a fork
+# bomb) is stopped before the capture: the capture is then of files nobody is still writing,
+# and git finds the pids it needs to fork. kill -1 reaches every process of this uid but the
+# init and this shell; it fails once there is none left. Bounded: a process forked while the
+# kernel walked the list is caught by the next round.
+stop_leftovers() {
+    rounds=0
+    while [ "$rounds" -lt 100 ] && kill -s KILL -- -1 2>/dev/null; do
+        rounds=$((rounds + 1))
+    done
+}
+
 rm -f /launcher/out/setup-failed
 if ! include_files; then
     echo "launcher-entry: could not copy the included files" >&2
     exit 125
 fi
 if ! run_setup; then
+    stop_leftovers
     capture
     exit $SETUP_FAILED
 fi
@@ -333,5 +346,6 @@ unset LAUNCHER_SETUP_COUNT setup_cmd status i
 
 "$@"
 rc=$?
+stop_leftovers
 capture
 exit $rc
