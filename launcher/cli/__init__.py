@@ -24,6 +24,7 @@ from launcher.cli import (
     agent_cmd,
     batch_cmd,
     detach,
+    doctor_cmd,
     gc_cmd,
     image_cmd,
     import_cmd,
@@ -121,6 +122,7 @@ results_cmd.register(app)
 prune_cmd.register(app)
 agent_cmd.register(app)
 wait_cmd.register(app)
+doctor_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:
