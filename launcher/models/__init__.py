@@ -1,6 +1,7 @@
 """Pydantic models for everything that crosses a boundary: DB rows, files, CLI JSON."""
 
 from launcher.models.common import Frozen, iso, utcnow
+from launcher.models.doctor import CheckResult, CheckStatus
 from launcher.models.pool import PoolSlot, WarmingSlot
 from launcher.models.runs import NewRun, RunEventRecord, RunOwner, RunRecord
 from launcher.models.sandbox import ContainerInfo, MountSpec, NetworkInfo, SandboxSpec
@@ -8,6 +9,8 @@ from launcher.models.tasks import AdoptedTask, NewTask, TaskRecord, TransitionRe
 
 __all__ = [
     "AdoptedTask",
+    "CheckResult",
+    "CheckStatus",
     "ContainerInfo",
     "Frozen",
     "MountSpec",
