@@ -19,6 +19,9 @@ from launcher.errors import InvalidInputError
 STATE_DIR_NAME = ".launcher"
 CONFIG_NAME = "launcher.toml"
 DEFAULT_IMAGE = "launcher/agent-base:latest"
+RECONNECT_ENV = "LAUNCHER_RECONNECT_SECONDS"
+DEFAULT_RECONNECT_SECONDS = 30.0
+MAX_RECONNECT_SECONDS = 3600.0
 
 
 class RunDefaults(BaseModel):
@@ -88,6 +91,21 @@ class RunDefaults(BaseModel):
         default_factory=list,
         description="untracked files (paths relative to the repository) copied from the main checkout into "
         "each run's worktree: never committed, their values redacted in logs",
+    )
+
+
+class CoordinatorSettings(BaseModel):
+    """[coordinator] in launcher.toml: how launcher talks to a shared (PostgreSQL) coordinator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reconnect_seconds: float = Field(
+        default=DEFAULT_RECONNECT_SECONDS,
+        gt=0,
+        le=MAX_RECONNECT_SECONDS,
+        description="seconds one coordinator call keeps retrying a server that is away (restarting, failing "
+        "over, cut off) before it fails; a batch worker gives up after as long without an answer "
+        f"(${RECONNECT_ENV} wins)",
     )
 
 
@@ -192,6 +210,7 @@ class LauncherConfig(BaseModel):
 
     state_url: str | None = Field(default=None, description="coordinator URL; default SQLite in .launcher")
     run: RunDefaults = Field(default_factory=RunDefaults)
+    coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
@@ -207,6 +226,10 @@ DEFAULT_CONFIG_TEXT = """\
 # Coordinator. Default: SQLite at .launcher/state.db under the case root.
 # LAUNCHER_STATE_URL and --state-url override it.
 # state_url = "postgresql://launcher@db/launcher"
+
+[coordinator]
+# reconnect_seconds = 30                  # seconds a call rides out a PostgreSQL restart or cut (env wins:
+#                                         # LAUNCHER_RECONNECT_SECONDS); a batch worker gives up after it
 
 [run]
 # image = "launcher/agent-base:latest"   # agent image when a task names none
@@ -332,6 +355,31 @@ class Layout:
     def state_url(self, override: str | None = None) -> str:
         url = override or os.environ.get("LAUNCHER_STATE_URL") or self.config.state_url
         return url or f"sqlite:///{self.state_db}"
+
+    @property
+    def reconnect_seconds(self) -> float:
+        """[coordinator] reconnect_seconds, unless $LAUNCHER_RECONNECT_SECONDS says otherwise."""
+        return resolve_reconnect_seconds(self.config.coordinator)
+
+
+def resolve_reconnect_seconds(
+    configured: CoordinatorSettings | None = None, environ: dict[str, str] | None = None
+) -> float:
+    """How long a coordinator call retries a server that is away: the environment's value, else
+    launcher.toml's, else 30 s."""
+    raw = (os.environ if environ is None else environ).get(RECONNECT_ENV, "").strip()
+    if not raw:
+        return (configured or CoordinatorSettings()).reconnect_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= MAX_RECONNECT_SECONDS:  # NaN fails this too
+        raise InvalidInputError(
+            f"${RECONNECT_ENV}={raw!r} is not a number of seconds in (0, {MAX_RECONNECT_SECONDS:.0f}]",
+            hint=f"e.g. {RECONNECT_ENV}=30, or unset it to use [coordinator] reconnect_seconds",
+        )
+    return value
 
 
 def check_worktrees_dir(root: Path, configured: str) -> Path:

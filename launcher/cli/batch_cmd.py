@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import typer
@@ -95,6 +94,7 @@ def batch(
 
     app_ = app_of(ctx)
     chosen = agents.resolve(app_.config.agent, agent)
+    reconnect = app_.layout.reconnect_seconds
     options = BatchOptions(
         parallel=parallel,
         retries=retries,
@@ -103,6 +103,7 @@ def batch(
         watch=not until_empty,
         lease_seconds=lease,
         poll_seconds=poll,
+        reconnect_seconds=reconnect,
         network=normalise_mode(network) if network else None,
         allow=allow or [],
         presets=preset or [],
@@ -114,10 +115,11 @@ def batch(
         agent=chosen[0] if chosen else None,
         profile=chosen[1] if chosen else None,
     )
-    app_.store  # noqa: B018 - open (and migrate) the store once before the workers race to
+    # Open (and migrate) the store once before the workers race to.
+    options.coordinator = getattr(app_.store, "display_url", None) or app_.layout.state_url(app_.state_url_option)
     live = None if as_json or not sys.stderr.isatty() else LiveTable()
     runner = Batch(
-        lambda: _worker(app_),
+        lambda: _worker(app_, reconnect),
         current_owner(),
         options,
         owner_alive,
@@ -151,12 +153,20 @@ def batch(
         raise typer.Exit(ExitCode.RUN_FAILED)
 
 
-def _worker(app_: Application) -> tuple[Coordinator, RunService]:
-    """A coordinator connection and run service of its own for each worker thread."""
+def _worker(app_: Application, reconnect_seconds: float) -> tuple[Coordinator, RunService]:
+    """A coordinator connection and run service of its own for each worker thread; a PostgreSQL
+    one rides out a server that is away for [coordinator] reconnect_seconds."""
     from launcher.adapters.store import open_coordinator
     from launcher.core.run import RunService
 
-    store = open_coordinator(app_.layout.state_url(app_.state_url_option))
+    url = app_.layout.state_url(app_.state_url_option)
+    store: Coordinator
+    if url.startswith(("postgresql://", "postgres://")):
+        from launcher.adapters.store.postgres import PostgresCoordinator
+
+        store = PostgresCoordinator(url, reconnect_seconds=reconnect_seconds)
+    else:
+        store = open_coordinator(url)
     return store, RunService(app_.run_deps(store))
 
 
@@ -165,15 +175,21 @@ def _printer(as_json: bool) -> Callable[[BatchEvent], None]:
         if as_json:
             print(json.dumps({"event": event.model_dump(mode="json")}), file=sys.stderr, flush=True)
             return
-        run = f" {event.run_id}" if event.run_id else ""
-        state = f" {event.state}" if event.state else ""
-        detail = f" ({event.detail})" if event.detail else ""
-        stamp = datetime.now().strftime("%H:%M:%S")
-        print(
-            f"{stamp} [w{event.worker}] {event.kind:8} {event.task_id}{run}{state}{detail}", file=sys.stderr, flush=True
-        )
+        print(event_line(event), file=sys.stderr, flush=True)
 
     return emit
+
+
+def event_line(event: BatchEvent) -> str:
+    """``12:00:01 [w0] claimed  demo-3 (claim #1)``; the batch's own events (the lease heartbeat's,
+    the coordinator's coming and going) say ``[batch]`` and name no task unless they concern one."""
+    who = f"w{event.worker}" if event.worker >= 0 else "batch"
+    task = f" {event.task_id}" if event.task_id else ""
+    run = f" {event.run_id}" if event.run_id else ""
+    state = f" {event.state}" if event.state else ""
+    detail = f" ({event.detail})" if event.detail else ""
+    stamp = event.at.astimezone().strftime("%H:%M:%S")  # local time, as a terminal's reader reads it
+    return f"{stamp} [{who}] {event.kind:8}{task}{run}{state}{detail}"
 
 
 class LiveTable:
@@ -186,6 +202,7 @@ class LiveTable:
         from rich.live import Live
 
         self._rows: dict[str, BatchEvent] = {}
+        self._coordinator: BatchEvent | None = None  # the last coordinator-lost/back, as a caption
         self._lock = threading.Lock()
         self._live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
 
@@ -200,8 +217,12 @@ class LiveTable:
         from rich.table import Table
 
         with self._lock:
-            self._rows[event.task_id] = event
-            table = Table(title="launcher batch", expand=False)
+            if event.task_id is None:
+                self._coordinator = event
+            else:
+                self._rows[event.task_id] = event
+            caption = event_line(self._coordinator) if self._coordinator is not None else None
+            table = Table(title="launcher batch", caption=caption, expand=False)
             for column in ("task", "worker", "run", "state", "detail"):
                 table.add_column(column)
             for row in self._rows.values():

@@ -29,7 +29,7 @@ def _batch(world: FakeWorld, failures: int) -> tuple[Batch, list[int]]:
         store = SqliteCoordinator(world.deps.state_dir / "state.db")
         return store, RunService(dataclasses.replace(world.deps, store=store))
 
-    options = BatchOptions(parallel=1, poll_seconds=0.01)
+    options = BatchOptions(parallel=1, poll_seconds=0.01, reconnect_seconds=0.5)
     batch = Batch(make_worker, RunOwner(host="h", pid=1), options, lambda _owner: None, lambda _event: None)
     return batch, calls
 

@@ -606,7 +606,8 @@ def test_a_closed_store_refuses_work(coordinator_url: str) -> None:
 # -- PostgreSQL only -----------------------------------------------------------------------
 
 
-def test_postgres_unreachable_server_is_a_state_store_error_with_a_hint() -> None:
+def test_postgres_unreachable_server_is_a_state_store_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAUNCHER_RECONNECT_SECONDS", "1")  # a refused server is retried for this long
     with pytest.raises(StateStoreError) as caught:
         open_coordinator("postgresql://launcher:s3cret-pw@127.0.0.1:1/launcher?connect_timeout=3")
     text = str(caught.value)
@@ -647,8 +648,7 @@ def test_postgres_store_reconnects_after_losing_its_connection(pg_url: str) -> N
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        with pytest.raises(StateStoreError, match="lost the connection"):
-            store.get_task(task.id)
+        # The dropped connection is ridden out: the call reconnects ([coordinator] reconnect_seconds).
         assert store.get_task(task.id) == task
         assert store.create_task(new_task(slug="after")).number == 2
 
