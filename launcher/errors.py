@@ -32,6 +32,7 @@ class ExitCode:
     RUN_EXCEEDED = 16  # the run was stopped at a bound: its disk budget, or the disk's reserve
     CLAIMED = 17  # the task is claimed by a live run elsewhere (another CI job, a batch worker)
     PUBLISH_FAILED = 18  # the run's work is on its local branch, but the push or the pull request failed
+    RUN_SUPERSEDED = 19  # a newer claim took the task over while the run lived: its work is kept, not the task's
     INTERRUPTED = 130
 
 
@@ -83,6 +84,22 @@ class TransitionConflictError(LauncherError):
         super().__init__(message)
         self.actual = actual
         self.expected = expected
+
+
+class FencedOutError(TransitionConflictError):
+    """The run's claim is no longer the task's newest: another attempt took the task over.
+
+    ``fence`` is the fencing token the caller's claim was taken with, ``current`` the task's
+    claim count now (always higher: tokens only grow), ``holder`` who holds the lease now.
+    """
+
+    code = "fenced-out"
+
+    def __init__(self, message: str, *, fence: int, current: int, holder: str | None) -> None:
+        super().__init__(message, actual=str(current), expected=str(fence))
+        self.fence = fence
+        self.current = current
+        self.holder = holder
 
 
 class IllegalTransitionError(LauncherError, ValueError):
@@ -227,6 +244,7 @@ RUN_STATE_EXIT_CODES: dict[str, int] = {
     "lost": ExitCode.RUN_LOST,
     "unharvested": ExitCode.RUN_UNHARVESTED,
     "exceeded": ExitCode.RUN_EXCEEDED,
+    "superseded": ExitCode.RUN_SUPERSEDED,
 }
 
 

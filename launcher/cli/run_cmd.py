@@ -164,7 +164,8 @@ def run(
     kept but not on its branch: the output says how to recover it with `launcher import`),
     16 exceeded (stopped at its disk budget), 17 claimed (another live run holds the task;
     --concurrent runs anyway), 18 publish failed (the work is on the local branch; `launcher
-    push RUN` retries).
+    push RUN` retries), 19 superseded (a newer claim took the task over while it ran: its work
+    is kept on its branch, but it is not the task's result).
 
     Examples:
 
@@ -336,6 +337,14 @@ def report(record: RunRecord, as_json: bool) -> None:
     commits = len(details.harvest.commits) if details.harvest else 0
     code = "" if record.exit_code is None else f", exit {record.exit_code}"
     say(f"run {record.id} {record.state.value}{code}; {commits} commit(s) on {record.branch}")
+    superseded = details.superseded
+    if superseded is not None:
+        holder = f" (held by {superseded.holder})" if superseded.holder else ""
+        say(
+            f"superseded: claim #{superseded.current}{holder} took task {record.task_id} over from this run's "
+            f"claim #{superseded.fence}; this attempt's work is kept on {record.branch} but is not the task's "
+            "result, and its task changes were not applied"
+        )
     if details.harvest and details.harvest.refs and details.harvest.error is None:
         say(f"kept: {', '.join(sorted(details.harvest.refs))}")
     if details.oom_killed:
@@ -354,7 +363,8 @@ def report(record: RunRecord, as_json: bool) -> None:
         line = describe_egress(egress.allowed or [], egress.denied or [], egress.allowed_hosts, egress.denied_hosts)
         say(f"network: {line} (launcher logs --egress {record.id})")
     for problem in details.errors or []:
-        say(problem)
+        if superseded is None or not problem.startswith("superseded: "):  # said above
+            say(problem)
     for refused in details.task_changes.refused if details.task_changes else []:
         say(f"refused task change: {refused}")
     published = details.publish
@@ -362,6 +372,9 @@ def report(record: RunRecord, as_json: bool) -> None:
         say(unpublished)
     elif published is not None and published.pushed and published.ref:
         say(f"pushed {published.ref} ({(published.sha or '')[:12]}) to {published.remote}")
+    elif published is not None and published.note and superseded is not None:
+        pushed = f"; pushed {', '.join(sorted(published.refs))} to {published.remote}" if published.refs else ""
+        say(f"{published.note}{pushed}")
     raise typer.Exit(status)
 
 

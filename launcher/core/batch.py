@@ -394,7 +394,7 @@ class Batch:
                     self._error(f"{task.id}: {what} (taken off the queue: fix it, then `launcher queue {task.id}`)")
                     self._emit("error", task.id, index, detail=what)
                     # Off the queue: left on it, the same refusal would be claimed again at once, forever.
-                    self._release(store, task.id, lease_owner, index)
+                    self._release(store, task, lease_owner, index)
                 finally:
                     with self._lock:
                         self._leases.pop(task.id, None)
@@ -430,18 +430,20 @@ class Batch:
         self._watch.answered()
         return task, more_coming
 
-    def _release(self, store: Coordinator, task_id: str, lease_owner: str, index: int) -> None:
+    def _release(self, store: Coordinator, task: TaskRecord, lease_owner: str, index: int) -> None:
         """Give the claim back and take the task off the queue, unless another holder has it now.
 
         (release_claim matches on the owner, so giving back a claim taken over would change
         nothing; it is not even asked.) A coordinator still away after its budget is no error:
         the claim expires by itself, and no batch reruns a task whose run finished."""
+        task_id = task.id
         with self._lock:
             lost = task_id in self._lost
         if lost:
             return
         try:
-            store.release_claim(task_id, lease_owner, done=True)
+            # Fenced: a claim of this owner's name taken over and re-taken since is not ours.
+            store.release_claim(task_id, lease_owner, done=True, fence=task.claims)
         except LauncherError as exc:
             self._emit(
                 "error",
@@ -466,7 +468,7 @@ class Batch:
             last = finished[-1]
             outcome.skipped = f"run {last.id} already finished ({last.state.value})"
             outcome.final_state, outcome.exit_code = last.state.value, last.exit_code
-            self._release(store, task.id, lease_owner, index)
+            self._release(store, task, lease_owner, index)
             self._emit("skipped", task.id, index, run_id=last.id, state=last.state.value, detail=outcome.skipped)
             self._record(outcome)
             return
@@ -479,7 +481,7 @@ class Batch:
         if outcome.final_state == RunState.EXITED and publish_failed(record):
             # The agent's work stands (on its local branch) but it did not leave the box: a failure.
             outcome.final_state = "publish-failed"
-        self._release(store, task.id, lease_owner, index)
+        self._release(store, task, lease_owner, index)
         self._record(outcome)
 
     def _run_with_retries(self, service: RunService, task: TaskRecord, index: int, outcome: TaskOutcome) -> RunRecord:
@@ -542,6 +544,9 @@ class Batch:
                 f"expires by itself, and `launcher queue {task.id}` runs the task again if you want another attempt",
             ) from exc
         self._emit("finished", task.id, index, run_id=run.id, state=run.state.value, detail=_exit_text(run))
+        if run.state is RunState.SUPERSEDED:
+            # A newer claim has the task: another attempt here would only be refused (claimed).
+            return run
         if run.details.infrastructure_failure:
             raise InfrastructureFailure(run, "; ".join(run.details.errors or ["infrastructure failure"]))
         return run

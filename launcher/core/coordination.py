@@ -12,7 +12,7 @@ from typing import Any
 
 from launcher.core.slugs import make_task_id
 from launcher.core.transitions import RunState, TaskStatus, check_legal
-from launcher.errors import InvalidInputError, TransitionConflictError
+from launcher.errors import FencedOutError, InvalidInputError, TransitionConflictError
 
 # A short ref's number is looked up as an integer: at most 18 digits always fits the 64-bit
 # integer both backends store, so a longer one is simply not found (never an overflow).
@@ -41,6 +41,7 @@ __all__ = [
     "adopted_status",
     "check_adoption",
     "check_doc_update",
+    "check_fence",
     "check_run_fields",
     "check_run_state",
     "check_task_version",
@@ -145,6 +146,26 @@ def check_run_state(run: str, current: RunState, allowed: Collection[RunState] |
             actual=current.value,
             expected="|".join(names),
         )
+
+
+def check_fence(what: str, task_id: str, fence: int | None, claims: int, holder: str | None) -> None:
+    """Compare-and-set on a claim's fencing token: the task's ``claims`` must still be ``fence``.
+
+    A claim's token is the task's claim count right after it was taken, and every takeover adds
+    one, so a claim that is no longer the newest never becomes it again: whoever catches
+    FencedOutError may act on it later knowing it still holds. ``fence=None`` is not fenced (a
+    ``--concurrent`` run, which holds no claim). Checked before the caller's other checks: a
+    run whose claim is gone is told so, whatever state someone else gave it meanwhile.
+    """
+    if fence is None or claims == fence:
+        return
+    held = f", held by {holder}" if holder else ""
+    raise FencedOutError(
+        f"{what}'s claim #{fence} on task {task_id} was taken over: the task is at claim #{claims}{held}",
+        fence=fence,
+        current=claims,
+        holder=holder,
+    )
 
 
 def merge_details(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

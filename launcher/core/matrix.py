@@ -8,7 +8,7 @@ The rule, from what the coordinator already records (no column of its own):
 - it is left out once it is done: a run of it ended ``exited`` (the agent exited 0 and its
   work is on its branch) after it was last queued (ever, for a task that was never queued).
   Such a run also takes its task off the queue when it settles, so a queued task that is
-  listed is one whose runs so far failed, timed out, were cancelled, lost or unharvested, or
+  listed is one whose runs so far failed, timed out, were cancelled, lost, unharvested or superseded, or
   that never ran: it stays schedulable until a run of it succeeds;
 - `launcher queue TASK` puts a done task back: runs before that no longer count.
 """

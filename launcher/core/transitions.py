@@ -77,6 +77,11 @@ class RunState(StrEnum):
     # Stopped at a bound the host sets for every run (its disk budget, the disk's reserve): the
     # run's work up to then is harvested as for any stop. A failure, not retried.
     EXCEEDED = "exceeded"
+    # Its claim was taken over by a newer one before it settled (its box was cut off, paused or
+    # just slow past its lease): a newer attempt holds the task. Its work is harvested and kept
+    # on its own branch, but it is never the task's result: its task changes are not applied,
+    # its branch is not published. A failure, not retried (the newer attempt is the retry).
+    SUPERSEDED = "superseded"
 
 
 TERMINAL_RUN_STATES = frozenset(
@@ -88,6 +93,11 @@ TERMINAL_RUN_STATES = frozenset(
         RunState.LOST,
         RunState.UNHARVESTED,
         RunState.EXCEEDED,
+        RunState.SUPERSEDED,
     }
 )
 LIVE_RUN_STATES = frozenset({RunState.CREATED, RunState.PREPARING, RunState.RUNNING})
+# The only legal move into ``superseded``: from a live state, or from ``lost``, which another box's
+# batch may have recorded while this run's own box was cut off; the late settle then replaces
+# that verdict with the run's harvest. Never from another ending (someone's verdict stands).
+SUPERSEDABLE_RUN_STATES = LIVE_RUN_STATES | {RunState.LOST}

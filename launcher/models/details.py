@@ -116,6 +116,11 @@ class TaskChangeReport(BaseModel):
     applied_status: str | None = None
     applied_fields: list[str] = Field(default_factory=list)
     refused: list[str] = Field(default_factory=list)
+    not_applied: list[str] = Field(
+        default_factory=list,
+        description="what it asked for that was never applied because a newer claim took the task over "
+        "(the run is superseded): field names, and status:<target>",
+    )
     markers: dict[str, dict[str, str]] = Field(default_factory=dict, description="case's marker files found")
 
 
@@ -164,6 +169,19 @@ class ClaimDetails(Recorded):
     fence: int | None = Field(default=None, description="the task's claim count when taken: newer claims are higher")
     borrowed: bool = Field(default=False, description="a batch worker's claim the run went under")
     lost: bool | None = Field(default=None, description="its renewal failed: another attempt may have taken over")
+
+
+class SupersededDetails(Recorded):
+    """A newer claim took the run's task over before the run settled: it is not the task's result.
+
+    Its harvest is kept (its branch, its refs, the record); its task changes were not applied,
+    its branch is not published; the task's result is the newer attempt's.
+    """
+
+    fence: int = Field(description="the fencing token of the claim this run went under")
+    current: int = Field(description="the task's claim count when the run settled: the newer claim's token")
+    holder: str | None = Field(default=None, description="who held the task's lease then (None: released already)")
+    at: str = Field(description="when the run found out, settling (ISO-8601 UTC)")
 
 
 class BranchPrunedDetails(Recorded):
@@ -275,6 +293,9 @@ class RunDetails(Recorded):
     # settled
     infrastructure_failure: bool | None = Field(default=None, description="the machinery failed, not the agent")
     harvest: HarvestDetails | None = None
+    superseded: SupersededDetails | None = Field(
+        default=None, description="set when a newer claim took the task over before the run settled"
+    )
     setup: SetupDetails | None = Field(default=None, description="set when a setup command failed")
     task_changes: TaskChangeReport | None = None
     agent_result: AgentResultReport | None = None

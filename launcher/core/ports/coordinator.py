@@ -40,9 +40,20 @@ class TaskStore(Protocol):
     def list_tasks(self, status: TaskStatus | None = None) -> list[TaskRecord]: ...
 
     def transition(
-        self, task_id: str, expected: TaskStatus, target: TaskStatus, *, reason: str | None, actor: str
+        self,
+        task_id: str,
+        expected: TaskStatus,
+        target: TaskStatus,
+        *,
+        reason: str | None,
+        actor: str,
+        fence: int | None = None,
     ) -> tuple[TaskRecord, TransitionRecord]:
-        """Compare-and-set the task status; legal moves only; append to the history."""
+        """Compare-and-set the task status; legal moves only; append to the history.
+
+        With ``fence`` (a run's claim token) the task's ``claims`` must still equal it, in the
+        same transaction: FencedOutError otherwise, nothing changed.
+        """
         ...
 
     def adopt_task(self, task: AdoptedTask) -> TaskRecord:
@@ -65,15 +76,24 @@ class TaskStore(Protocol):
         """A hand edit of the task file becomes the new truth (status history says so)."""
         ...
 
-    def update_task_doc(self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str) -> TaskRecord:
-        """Replace the task document (not its status) if the version still matches."""
+    def update_task_doc(
+        self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str, fence: int | None = None
+    ) -> TaskRecord:
+        """Replace the task document (not its status) if the version still matches (and, with
+        ``fence``, the claim token too: FencedOutError otherwise)."""
         ...
 
     def history(self, task_id: str) -> list[TransitionRecord]: ...
 
 
 class QueueStore(Protocol):
-    """The batch queue: claims are leases on the coordinator's clock."""
+    """The batch queue: claims are leases on the coordinator's clock.
+
+    Every claim carries a fencing token: the task's ``claims`` right after it was taken. Taking
+    a claim over from someone else (their lease ran out) adds one; the holder claiming again
+    only extends its lease. Whoever acts for a claim later (settle, publish) checks its token
+    against ``claims``: a smaller one is a claim someone else has since taken over.
+    """
 
     def enqueue(self, task_ids: Iterable[str]) -> list[TaskRecord]:
         """Queue tasks for batch workers (again, if they ran before); clears any lease."""
@@ -94,8 +114,10 @@ class QueueStore(Protocol):
         """Extend ``owner``'s lease; False when the lease was lost to someone else."""
         ...
 
-    def release_claim(self, task_id: str, owner: str, *, done: bool) -> bool:
-        """Give the lease back; with ``done`` the task also leaves the queue."""
+    def release_claim(self, task_id: str, owner: str, *, done: bool, fence: int | None = None) -> bool:
+        """Give the lease back if ``owner`` holds it (and, with ``fence``, holds it under that
+        token: never a newer claim of the same name); with ``done`` the task also leaves the
+        queue. False when nothing was released."""
         ...
 
 
@@ -117,9 +139,15 @@ class RunStore(Protocol):
         expected: Iterable[RunState] | None = None,
         state: RunState | None = None,
         detail: str | None = None,
+        fence: int | None = None,
         **changes: Any,
     ) -> RunRecord:
         """Change a run; when ``expected`` is given, only if its state is one of them.
+
+        With ``fence`` (the token of the claim the run went under) the run's task must still be
+        at that claim, checked first and in the same transaction under the task's row lock:
+        FencedOutError otherwise (a newer claim took the task over), nothing written. This is
+        how a run settles: its final state is written only while its claim is the task's newest.
 
         ``details`` merge into the stored ones key by key, so independent steps never erase
         each other.

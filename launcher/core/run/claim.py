@@ -1,6 +1,10 @@
 """The claim: the task's lease is taken, then the coordinator allocates the run (ID, attempt,
 branch) and the plan is recorded. Refused before anything exists while another live run holds
-the task (launcher.core.run.claim_lease)."""
+the task (launcher.core.run.claim_lease).
+
+The run records its claim's fencing token (``details.claim.fence``), its own or its batch's; a
+``--concurrent`` run that went ahead without a claim has none and is not fenced.
+"""
 
 from __future__ import annotations
 
@@ -49,11 +53,13 @@ def claim_run(deps: RunDeps, plan: RunPlan, owner: RunOwner) -> RunRecord:
 def take_claim(deps: RunDeps, plan: RunPlan, owner: RunOwner) -> RunClaim:
     """The task's claim for a run supervised by ``owner``, or TaskClaimedError naming who holds it."""
     task_id = plan.task.id
-    holder = deps.store.get_task(task_id).lease_owner
+    held = deps.store.get_task(task_id)
+    holder = held.lease_owner
     if held_by_batch_of(owner, holder):
         # A batch worker of this very process claimed the task for this run: the batch renews
         # and releases that claim. (Its lease is the batch's --lease: it is not re-taken here.)
-        return RunClaim(owner=holder, borrowed=True)
+        # We hold that lease, so the count read with its owner is the batch's token.
+        return RunClaim(owner=holder, fence=held.claims, borrowed=True)
     lease_owner = run_lease_owner(owner)
     try:
         task = deps.store.claim_task(task_id, lease_owner, deps.defaults.claim_lease)

@@ -2,7 +2,9 @@
 
 `launcher run` takes the task's claim in the coordinator (a compare-and-set, like a batch
 worker's) before anything of the run exists, keeps it alive from a thread of the process that
-owns the run, and gives it back when the run settles. A second job on the task is refused
+owns the run, and gives it back once the run has settled and, if asked, published (publish
+checks the claim's token, so the claim is held through it; renewals stop at settle, which leaves
+a publish at least three quarters of the lease). A second job on the task is refused
 (TaskClaimedError, exit 17) unless it asks for a second attempt (``--concurrent``).
 
 The lease lasts `[run] claim_lease` (60 s) and is renewed every quarter of it, from the claim on (preparing
@@ -16,6 +18,19 @@ The claim's owner is the process (host, pid, start time) plus ``run``, so whoeve
 run later (gc, `launcher stop`, a batch taking over) can give a dead run's claim back without
 having been told its name; a batch worker's claims end in the worker's number instead, and its
 runs go under that claim (the batch renews and releases it).
+
+Fencing. Every claim carries a token from the coordinator: the task's ``claims`` count right
+after it was taken, which grows by one whenever someone takes the task over. A lease is only as
+good as the clock and the network of whoever holds it: a box cut off from the coordinator, a
+paused or swapped-out process, a long GC pause all outlive their lease without knowing. So the
+steps that make a run's result the task's result check the token against the coordinator, as a
+compare-and-set, not the lease: the run's final state (settle, in the same transaction under
+the task's row lock), each task change the agent asked for, the publish of its branch and pull
+request, and the release of the claim. A run whose token is no longer the newest ends
+``superseded``: its work is harvested and kept on its own branch and listed in its record,
+never dropped and never the task's result (launcher.core.run.settle). A ``--concurrent`` run
+that holds no claim has no token and none of this applies to it: it is a second attempt by
+request, and its result is recorded as any run's.
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ from typing import Any
 from launcher.core.ports import Coordinator
 from launcher.core.transitions import LIVE_RUN_STATES
 from launcher.errors import LauncherError
-from launcher.models import RunOwner
+from launcher.models import RunOwner, RunRecord
 
 RENEWALS_PER_LEASE = 4
 
@@ -60,6 +75,15 @@ class RunClaim:
     def recorded(self) -> dict[str, Any]:
         """As the run's record keeps it (``details.claim``)."""
         return {"owner": self.owner, "fence": self.fence, "borrowed": self.borrowed}
+
+
+def fence_of(run: RunRecord) -> int | None:
+    """The fencing token of the claim ``run`` went under; None: it held none (``--concurrent``,
+    or a record from before claims carried tokens), and is not fenced."""
+    claim = run.details.claim
+    if claim is None or claim.owner is None:
+        return None
+    return claim.fence
 
 
 class ClaimRenewal:

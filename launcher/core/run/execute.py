@@ -20,7 +20,7 @@ from launcher.core.run.pool_take import POOL_READY_LINE, start_from_pool
 from launcher.core.run.publish import publish_settled
 from launcher.core.run.request import Ending, RunPlan
 from launcher.core.run.secrets import Redactor
-from launcher.core.run.settle import settle
+from launcher.core.run.settle import release_claim, settle
 from launcher.core.run.supervise import supervise
 from launcher.core.run.workspace import prepare_workspace
 from launcher.core.runlayout import RunPaths
@@ -93,12 +93,18 @@ def _execute(deps: RunDeps, plan: RunPlan, run: RunRecord, output: RunOutput) ->
             image=plan.image,
             infrastructure=infrastructure,
         ),
+        release=False,
     )
+    try:
+        if unexpected is None and plan.publish is not None:
+            # After settle: the run's result stands whatever the remote says (recorded, exit 18).
+            # Before the claim goes back: publish checks the claim's token, which a job taking
+            # the released task would move on.
+            settled = publish_settled(deps, plan.publish, settled, plan.repo)
+    finally:
+        settled = release_claim(deps, settled)
     if unexpected is not None:
         raise unexpected
-    if plan.publish is not None:
-        # After settle: the run's result stands whatever the remote says (recorded, exit 18).
-        settled = publish_settled(deps, plan.publish, settled, plan.repo)
     return settled
 
 

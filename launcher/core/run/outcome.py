@@ -24,6 +24,10 @@ class RunOutcome:
     keep: bool = False
     image: str | None = None
     infrastructure: bool = False
+    # The ending is the run's own result, from the process that supervised it: written only while
+    # its claim is the task's newest (else ``superseded``). False: someone settles a dead run's
+    # record (gc, stop, a batch taking over) and records what happened to it as it is.
+    own: bool = True
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:

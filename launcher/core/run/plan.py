@@ -133,15 +133,21 @@ def task_prompt(deps: RunDeps, request: RunRequest, task: TaskRecord) -> str | N
     else:
         path = deps.files.md_path(task)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
+            read = deps.files.read_md(task, max_bytes=agents.PROMPT_MAX, strict=True)
         except OSError as exc:
             raise InvalidInputError(f"task {task.id}: cannot read its description {path}: {exc}") from exc
-        text = data.decode("utf-8", "replace")
+        except InvalidInputError:
+            raise _over_size() from None
+        if read is None:
+            return None
+        text = read
     if len(text.encode()) > agents.PROMPT_MAX:
-        raise InvalidInputError(f"the prompt has more than {agents.PROMPT_MAX} bytes", hint="say it in fewer words")
+        raise _over_size()
     return text
+
+
+def _over_size() -> InvalidInputError:
+    return InvalidInputError(f"the prompt has more than {agents.PROMPT_MAX} bytes", hint="say it in fewer words")
 
 
 def publish_settings(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]) -> PublishSettings | None:

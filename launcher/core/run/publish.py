@@ -12,6 +12,18 @@ the connection (refused, reset, timeouts, 5xx) are retried, bounded; refusals ar
 
 A failed publish never changes the run's state (the agent's result stands, the branch stays
 local): the record says why, ``launcher run`` exits 18, ``launcher push RUN`` tries again.
+
+Fenced: right before the push the claim's token is read back from the coordinator (a run holds
+its claim until its publish is done). A run that is ``superseded``, or whose claim a newer one
+has taken over since, never pushes its branch (``refs/heads/…``) and never opens or updates a
+pull request: its work leaves the box only under its own names, the branch's tip as
+``refs/launcher/runs/<run-id>/branch`` beside its kept refs, which are no branch and belong to
+this attempt alone. Between that check and the push there is a window (a takeover a moment
+after the read is not seen). It is harmless because every name a run pushes is its own attempt's
+(``launcher/<task>/<attempt>``, ``refs/launcher/runs/<run-id>/…``: a newer attempt pushes
+other names) and each is compare-and-set (absent, or where launcher last put it): nothing of
+the newer attempt can be overwritten, and the worst a late push does is show a just-superseded
+attempt's branch on the forge beside the newer one, its record saying what it is.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponen
 
 from launcher.core.ports.publisher import Credential, PublisherPort, PushAttempt, RefUpdate
 from launcher.core.ports.repo import RepoPort
+from launcher.core.run.claim_lease import fence_of
 from launcher.core.run.deps import RunDeps
 from launcher.core.transitions import LIVE_RUN_STATES, RunState
 from launcher.errors import LauncherError, PublishError
@@ -32,6 +45,8 @@ from launcher.models import RunRecord
 from launcher.models.details import PublishDetails, PullRequestDetails
 from launcher.settings import PublishSettings
 
+# Where a fenced-out run's branch tip goes on the remote: no branch, its own attempt's name.
+FENCED_TIP_REF = "refs/launcher/runs/{run_id}/branch"
 PUSH_ATTEMPTS = 4
 PUSH_BACKOFF_S = 0.5
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
@@ -124,15 +139,18 @@ def publish_run(
         credential = _credential(settings, env, needed=False)
         publisher.resolve_remote(repo, remote)  # a remote the repository does not have fails here, clearly
         updates, branch_ref, tip = plan_updates(run, repo, previous, shown)
+        # Read right before the push: see the module's docstring for the window after it.
+        fenced = fenced_out(deps, run)
     except LauncherError as exc:
         return _record(deps, run, _failed(previous, shown, str(exc)))
+    if fenced is not None:
+        updates, branch_ref = fenced_updates(run, updates, branch_ref), None
     kept = {u.remote_ref: u.sha for u in updates if u.remote_ref != branch_ref}
     wip = next((ref for ref in kept if ref.endswith("/wip")), None)
     if not updates:
-        nothing = PublishDetails.model_validate(
-            {"remote": shown, "pushed": False, "note": "nothing to publish: no commits on the branch, nothing kept"}
-        )
-        return _record(deps, run, nothing)
+        note = "nothing to publish: no commits on the branch, nothing kept"
+        nothing = PublishDetails.model_validate({"remote": shown, "pushed": False, "note": note})
+        return _record(deps, run, _fenced(nothing, run, fenced))
     attempt = push_with_retries(publisher, repo, remote, updates, credential)
     if not attempt.ok:
         return _record(deps, run, _failed(previous, shown, attempt.error or "the push failed", branch_ref))
@@ -146,6 +164,8 @@ def publish_run(
             **({"refs": kept} if kept else {}),
         }
     )
+    if fenced is not None:
+        return _record(deps, run, _fenced(done, run, fenced))
     if settings.pr and branch_ref is not None:
         try:
             pull = _pull_request(deps, run, settings, publisher, repo, env, credential)
@@ -178,6 +198,45 @@ def plan_updates(
             # A kept ref never moves: absent or already that sha on the remote are both fine.
             updates.append(RefUpdate(remote_ref=ref, sha=sha, expect=""))
     return updates, branch_ref, tip
+
+
+def fenced_out(deps: RunDeps, run: RunRecord) -> str | None:
+    """Why ``run`` may not publish its branch as its task's (a store read); None: its claim holds."""
+    superseded = run.details.superseded
+    if run.state is RunState.SUPERSEDED:
+        by = f" by claim #{superseded.current}" if superseded is not None else ""
+        return f"run {run.id} is superseded{by}: a newer attempt holds task {run.task_id}"
+    fence = fence_of(run)
+    if fence is None:
+        return None  # no claim of its own (--concurrent): not fenced
+    task = deps.store.get_task(run.task_id)
+    if task.claims == fence:
+        return None
+    return (
+        f"task {run.task_id} is at claim #{task.claims}, newer than this run's #{fence}: "
+        "a newer attempt took the task over"
+    )
+
+
+def fenced_updates(run: RunRecord, updates: list[RefUpdate], branch_ref: str | None) -> list[RefUpdate]:
+    """A fenced-out run's refs: no branch; its tip under its own run's name, beside its kept refs."""
+    kept = [u for u in updates if u.remote_ref != branch_ref]
+    tip = next((u for u in updates if u.remote_ref == branch_ref), None) if branch_ref else None
+    if tip is not None:
+        # Like a kept ref: it never moves, so absent or already that sha are both fine.
+        kept.insert(0, RefUpdate(remote_ref=FENCED_TIP_REF.format(run_id=run.id), sha=tip.sha, expect=""))
+    return kept
+
+
+def _fenced(details: PublishDetails, run: RunRecord, why: str | None) -> PublishDetails:
+    """A fenced-out run's publish: its branch not pushed, and why. A superseded run expects no
+    more (a note); one whose claim moved since it settled is a failed publish (exit 18)."""
+    if why is None:
+        return details
+    what = f"its branch {run.branch} was not pushed and no pull request was opened ({why})"
+    if run.state is RunState.SUPERSEDED:
+        return details.model_copy(update={"note": what})
+    return details.model_copy(update={"error": what})
 
 
 def push_with_retries(

@@ -4,6 +4,16 @@ Every problem is collected instead of stopping at the first, and the record says
 wrong. Capture before you delete: the worktree and private git dir go only once everything the
 agent made is in the repository (its branch, its refs); a harvest that could not complete keeps
 them, and the run ends ``unharvested`` whatever the agent did.
+
+Fenced: the run's own ending is written only while its claim is the task's newest (a
+compare-and-set on the claim's token, in the transaction that writes the state). A run a newer
+claim took the task from (its box cut off, paused or slow past its lease) ends ``superseded``
+instead, from a live state or from the ``lost`` another box's batch gave it meanwhile: its
+harvest is done and recorded all the same (its work is on its own branch, never dropped), its
+task changes are not applied, its claim release cannot touch the newer holder's lease. A newer
+attempt's record is another row and is never written here. Whoever settles a dead run's record
+(gc, stop, a batch taking over) records what happened to it (``lost``, ``cancelled``), and its
+task changes go in only while its claim is still the newest.
 """
 
 from __future__ import annotations
@@ -17,27 +27,30 @@ from typing import Any
 
 from launcher.core.netpolicy import EgressSummary
 from launcher.core.ports import RepoPort
-from launcher.core.run.claim_lease import run_lease_owner, stop_renewal
+from launcher.core.run.claim_lease import fence_of, run_lease_owner, stop_renewal
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.harvest import SCOPE, Harvest, harvest_commits
 from launcher.core.run.outcome import RunOutcome
 from launcher.core.run.request import Ending
 from launcher.core.run.task_changes import apply_task_changes, read_agent_result
 from launcher.core.runlayout import TRASH_PREFIX, RunPaths
-from launcher.core.transitions import LIVE_RUN_STATES, RunState
-from launcher.errors import LauncherError, TransitionConflictError
-from launcher.models import RunRecord, utcnow
-from launcher.models.details import HarvestDetails, SetupDetails
+from launcher.core.transitions import LIVE_RUN_STATES, SUPERSEDABLE_RUN_STATES, RunState
+from launcher.errors import FencedOutError, LauncherError, TransitionConflictError
+from launcher.models import RunRecord, iso, utcnow
+from launcher.models.details import HarvestDetails, SetupDetails, SupersededDetails
 
 # The entry's exit status when a setup command failed (then out/setup-failed says which).
 SETUP_FAILED_EXIT = 121
 
 
-def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
+def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRecord:
+    """Settle the run; ``release=False`` keeps its claim (the caller publishes first, under it,
+    then calls ``release_claim``)."""
     problems: list[str] = [outcome.error] if outcome.error else []
     details: dict[str, Any] = {"infrastructure_failure": outcome.infrastructure}
     step, paths, repo = deps.checkpoint, outcome.paths, outcome.repo
     current = deps.store.get_run(outcome.run.id)
+    fence = fence_of(current)
     if current.container_id:
         try:
             deps.sandbox.kill(current.container_id)
@@ -57,7 +70,7 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
             problems.append(f"harvest: {harvest.details.error}")
     step("before:transition")
     try:
-        changes = apply_task_changes(deps, current, paths)
+        changes = apply_task_changes(deps, current, paths, fence=fence)
         details["task_changes"] = changes.model_dump(mode="json") if changes is not None else None
     except LauncherError as exc:
         problems.append(f"task changes: {exc}")
@@ -87,22 +100,59 @@ def settle(deps: RunDeps, outcome: RunOutcome) -> RunRecord:
                 # gc leaves a kept worktree alone; `launcher rm` removes it.
                 details["keep_worktree"] = True
         details["harvest"] = taken.model_dump(mode="json")
-    if problems:
-        details["errors"] = problems
+    settled = _record_ending(deps, current, outcome, state, details, problems, fence if outcome.own else None)
+    return release_claim(deps, settled) if release else settled
+
+
+def _record_ending(
+    deps: RunDeps,
+    run: RunRecord,
+    outcome: RunOutcome,
+    state: RunState,
+    details: dict[str, Any],
+    problems: list[str],
+    fence: int | None,
+) -> RunRecord:
+    """Write the run's ending: ``state`` while its claim holds, ``superseded`` once a newer one
+    took the task over, or only the details when someone settled it first (their verdict stands)."""
+    store, ended = deps.store, utcnow()
     try:
-        settled = deps.store.update_run(
-            current.id,
+        return store.update_run(
+            run.id,
             expected=LIVE_RUN_STATES,
+            fence=fence,
             state=state,
             exit_code=outcome.exit_code,
-            ended_at=utcnow(),
-            details=details,
+            ended_at=ended,
+            details={**details, **({"errors": problems} if problems else {})},
             detail=problems[0] if problems else None,
         )
+    except FencedOutError as out:
+        # Not the task's result, whatever the agent did: kept and said, first.
+        superseded = SupersededDetails(fence=out.fence, current=out.current, holder=out.holder, at=iso(ended))
+        held = f" (held by {out.holder})" if out.holder else ""
+        why = (
+            f"superseded: claim #{out.current}{held} took task {run.task_id} over from this run's claim "
+            f"#{out.fence}; its work is kept on {run.branch}, not the task's result"
+        )
+        problems = [why, *problems]
+        details = {**details, "errors": problems}
+        try:
+            return store.update_run(
+                run.id,
+                expected=SUPERSEDABLE_RUN_STATES,
+                state=RunState.SUPERSEDED,
+                exit_code=outcome.exit_code,
+                ended_at=ended,
+                details={**details, "superseded": superseded.model_dump(mode="json")},
+                detail=why,
+            )
+        except TransitionConflictError:
+            # Settled already, superseded or otherwise (someone's verdict stands): add what we learnt.
+            return store.update_run(run.id, details=details)
     except TransitionConflictError:
         # Someone (gc, stop) settled it first; keep their verdict, add what we learnt.
-        settled = deps.store.update_run(current.id, details=details)
-    return release_claim(deps, settled)
+        return store.update_run(run.id, details={**details, **({"errors": problems} if problems else {})})
 
 
 def setup_failure(deps: RunDeps, outcome: RunOutcome) -> SetupDetails | None:
@@ -128,10 +178,15 @@ def release_claim(deps: RunDeps, run: RunRecord) -> RunRecord:
     settled; a run that exited 0 also takes its task off the queue (how `launcher matrix` knows
     it is done). Whoever settles it may: the claim's owner is known from the run's owner."""
     stop_renewal(run.id)
-    if run.owner is None:
+    claim = run.details.claim
+    if run.owner is None or (claim is not None and (claim.owner is None or claim.borrowed)):
+        # No claim of its own: none (--concurrent), or its batch's, which the batch releases.
         return run
     try:
-        deps.store.release_claim(run.task_id, run_lease_owner(run.owner), done=run.state is RunState.EXITED)
+        # By owner and token: a superseded run's release never touches the newer holder's lease.
+        deps.store.release_claim(
+            run.task_id, run_lease_owner(run.owner), done=run.state is RunState.EXITED, fence=fence_of(run)
+        )
     except LauncherError as exc:
         # The claim then expires by itself ([run] claim_lease); the run's result stands.
         return deps.store.update_run(run.id, details={"errors": [*(run.details.errors or []), f"claim: {exc}"]})
@@ -178,6 +233,7 @@ def settle_record(deps: RunDeps, run: RunRecord, ending: Ending, reason: str | N
             error=reason,
             keep=bool(run.details.keep_worktree),
             image=run.image,
+            own=False,
         ),
     )
 

@@ -1,7 +1,10 @@
 """What the agent asked of its task (its copy of the task file, its markers) and what it reported.
 
 Read the careful way (the workspace adapter: no symlinks followed, size-capped), judged by
-case's rules (``judge``), applied as compare-and-set changes of the coordinator.
+case's rules (``judge``), applied as compare-and-set changes of the coordinator. Only while the
+run's claim is the task's newest: each change is also a compare-and-set on the claim's fencing
+token, so a run a newer attempt took the task from changes nothing of the task (what it asked
+for is reported as ``not_applied``).
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ import hashlib
 import json
 import os
 
+from launcher.core.coordination import check_fence
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.judge import MARKER_NAMES, judge_task_changes, parse_agent_result, parse_marker
 from launcher.core.runlayout import RunPaths
 from launcher.core.transitions import TaskStatus
-from launcher.errors import LauncherError, TransitionConflictError
+from launcher.errors import FencedOutError, LauncherError, TransitionConflictError
 from launcher.models import RunRecord
 from launcher.models.details import AgentResultReport, TaskChangeReport
 
@@ -23,7 +27,11 @@ TASK_COPY_MAX_BYTES = 4 * 1024 * 1024
 LOG_SCAN_MAX_BYTES = 16 * 1024 * 1024
 
 
-def apply_task_changes(deps: RunDeps, run: RunRecord, paths: RunPaths) -> TaskChangeReport | None:
+def apply_task_changes(
+    deps: RunDeps, run: RunRecord, paths: RunPaths, *, fence: int | None = None
+) -> TaskChangeReport | None:
+    """Judge and apply what the run asked of its task; with ``fence`` (its claim's token) only
+    while the task is still at that claim."""
     snapshot = run.details.task_snapshot
     if not isinstance(snapshot, dict):
         return None
@@ -40,26 +48,54 @@ def apply_task_changes(deps: RunDeps, run: RunRecord, paths: RunPaths) -> TaskCh
         return TaskChangeReport(refused=["the run's task file copy is not a JSON object"])
     markers = read_markers(deps, run, paths)
     updates, target, report = judge_task_changes(snapshot, requested, markers)
+    report.markers = markers
     store, actor = deps.store, f"run:{run.id}"
-    if updates:
-        current = store.get_task(run.task_id)
-        try:
-            store.update_task_doc(run.task_id, current.version, {**current.doc, **updates}, actor=actor)
-        except TransitionConflictError as exc:
-            report.refused.append(f"fields not applied: {exc}")
+    current = store.get_task(run.task_id)
+    fields_applied = False
+    try:
+        # Checked first so that nothing is half applied; each change checks it again, atomically.
+        check_fence(f"run {run.id}", run.task_id, fence, current.claims, current.lease_owner)
+        if updates:
+            try:
+                store.update_task_doc(
+                    run.task_id, current.version, {**current.doc, **updates}, actor=actor, fence=fence
+                )
+                fields_applied = True
+            except FencedOutError:
+                raise
+            except TransitionConflictError as exc:
+                report.refused.append(f"fields not applied: {exc}")
+                report.applied_fields = []
+        if target is not None:
+            try:
+                _, transition = store.transition(
+                    run.task_id,
+                    TaskStatus(snapshot["status"]),
+                    target,
+                    reason=f"requested by run {run.id}",
+                    actor=actor,
+                    fence=fence,
+                )
+                report.applied_status = target.value
+                deps.files.record_transition(run.task_id, transition)
+            except FencedOutError:
+                raise
+            except LauncherError as exc:
+                report.refused.append(f"status: {exc.message}")
+    except FencedOutError as exc:
+        # A newer claim holds the task: what the run asked for is not the task's. (Fields that
+        # went in just before the takeover, while the claim still held, stay listed as applied.)
+        if not fields_applied:
+            report.not_applied = sorted(updates)
             report.applied_fields = []
-    if target is not None:
-        try:
-            _, transition = store.transition(
-                run.task_id, TaskStatus(snapshot["status"]), target, reason=f"requested by run {run.id}", actor=actor
-            )
-            report.applied_status = target.value
-            deps.files.record_transition(run.task_id, transition)
-        except LauncherError as exc:
-            report.refused.append(f"status: {exc.message}")
+        if target is not None:
+            report.not_applied.append(f"status:{target.value}")
+        report.refused.append(f"not applied: {exc.message}; this run is superseded")
+        if fields_applied:
+            deps.files.sync(run.task_id)
+        return report
     if updates and target is None:
         deps.files.sync(run.task_id)
-    report.markers = markers
     return report
 
 

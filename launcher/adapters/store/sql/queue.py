@@ -1,4 +1,8 @@
-"""The batch queue: a claim is a lease (owner + expiry in unix seconds on the coordinator's clock)."""
+"""The batch queue: a claim is a lease (owner + expiry in unix seconds on the coordinator's clock).
+
+``claims`` counts the claims taken over from someone else: the fencing token of the newest claim
+(launcher.core.ports.coordinator.QueueStore).
+"""
 
 from __future__ import annotations
 
@@ -102,15 +106,19 @@ class SqlQueueStore(QueueStore):
 
         return d.write(body)
 
-    def release_claim(self, task_id: str, owner: str, *, done: bool) -> bool:
+    def release_claim(self, task_id: str, owner: str, *, done: bool, fence: int | None = None) -> bool:
         d = self._d
+        # By owner, and by token when given: a claim someone took over is theirs, even if it is
+        # later taken under the same owner name again.
+        fenced = "" if fence is None else " AND claims = ?"
+        params = (done, task_id, owner) if fence is None else (done, task_id, owner, fence)
 
         def body(cur: Cursor) -> bool:
             result = cur.execute(
                 "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL, "  # noqa: S608
                 f"queued = CASE WHEN ? THEN FALSE ELSE queued END, updated_at = {d.clock} "
-                "WHERE id = ? AND lease_owner = ?",
-                (done, task_id, owner),
+                f"WHERE id = ? AND lease_owner = ?{fenced}",
+                params,
             )
             return result.rowcount == 1
 

@@ -10,7 +10,14 @@ from typing import Any
 from launcher.adapters.store.rows import event_from_row, run_from_row
 from launcher.adapters.store.sql.dialect import Cursor, Dialect, one
 from launcher.adapters.store.sql.tasks import task_row
-from launcher.core.coordination import check_run_fields, check_run_state, merge_details, run_branch, run_id
+from launcher.core.coordination import (
+    check_fence,
+    check_run_fields,
+    check_run_state,
+    merge_details,
+    run_branch,
+    run_id,
+)
 from launcher.core.ports import RunStore
 from launcher.core.transitions import RunState
 from launcher.errors import NotFoundError
@@ -92,6 +99,7 @@ class SqlRunStore(RunStore):
         expected: Iterable[RunState] | None = None,
         state: RunState | None = None,
         detail: str | None = None,
+        fence: int | None = None,
         **changes: Any,
     ) -> RunRecord:
         d = self._d
@@ -100,6 +108,10 @@ class SqlRunStore(RunStore):
 
         def body(cur: Cursor) -> RunRecord:
             row = _row(d, cur, run_id, lock=True)
+            if fence is not None:
+                # The task's row lock: no claim can be taken over until this run's state is written.
+                task = task_row(d, cur, row["task_id"], lock=True)
+                check_fence(f"run {run_id}", task.id, fence, task.claims, task.lease_owner)
             current = RunState(row["state"])
             check_run_state(run_id, current, allowed)
             now = d.stamp(d.now(cur))

@@ -11,6 +11,7 @@ from launcher.core.coordination import (
     adopted_status,
     check_adoption,
     check_doc_update,
+    check_fence,
     check_task_version,
     check_transition,
     make_task_id,
@@ -132,12 +133,20 @@ class SqlTaskStore(TaskStore):
         return self._d.read(body)
 
     def transition(
-        self, task_id: str, expected: TaskStatus, target: TaskStatus, *, reason: str | None, actor: str
+        self,
+        task_id: str,
+        expected: TaskStatus,
+        target: TaskStatus,
+        *,
+        reason: str | None,
+        actor: str,
+        fence: int | None = None,
     ) -> tuple[TaskRecord, TransitionRecord]:
         d = self._d
 
         def body(cur: Cursor) -> tuple[TaskRecord, TransitionRecord]:
             current = task_row(d, cur, task_id, lock=True)
+            check_fence(actor, task_id, fence, current.claims, current.lease_owner)
             check_transition(task_id, current.status, expected, target)
             moment = d.now(cur)
             now = d.stamp(moment)
@@ -228,11 +237,14 @@ class SqlTaskStore(TaskStore):
 
         return d.write(body)
 
-    def update_task_doc(self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str) -> TaskRecord:
+    def update_task_doc(
+        self, task_id: str, expected_version: int, doc: dict[str, Any], *, actor: str, fence: int | None = None
+    ) -> TaskRecord:
         d = self._d
 
         def body(cur: Cursor) -> TaskRecord:
             current = task_row(d, cur, task_id, lock=True)
+            check_fence(actor, task_id, fence, current.claims, current.lease_owner)
             check_task_version(task_id, current.version, expected_version)
             check_doc_update(task_id, current.status, doc)
             cur.execute(
