@@ -68,7 +68,11 @@ class Application:
             from launcher.errors import NoStateStoreError
 
             try:
-                self._store = open_coordinator(self.layout.state_url(self._state_url), create=self._create_store)
+                self._store = open_coordinator(
+                    self.layout.state_url(self._state_url),
+                    create=self._create_store,
+                    reconnect_seconds=self.layout.reconnect_seconds,
+                )
             except NoStateStoreError as exc:
                 # A look where nothing ever ran: answer from an empty store, say why, make nothing.
                 typer.echo(f"launcher: {exc.message}; nothing was created here", err=True)

@@ -159,14 +159,7 @@ def _worker(app_: Application, reconnect_seconds: float) -> tuple[Coordinator, R
     from launcher.adapters.store import open_coordinator
     from launcher.core.run import RunService
 
-    url = app_.layout.state_url(app_.state_url_option)
-    store: Coordinator
-    if url.startswith(("postgresql://", "postgres://")):
-        from launcher.adapters.store.postgres import PostgresCoordinator
-
-        store = PostgresCoordinator(url, reconnect_seconds=reconnect_seconds)
-    else:
-        store = open_coordinator(url)
+    store = open_coordinator(app_.layout.state_url(app_.state_url_option), reconnect_seconds=reconnect_seconds)
     return store, RunService(app_.run_deps(store))
 
 

@@ -12,9 +12,11 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def open_coordinator(url: str, *, create: bool = True) -> Coordinator:
+def open_coordinator(url: str, *, create: bool = True, reconnect_seconds: float | None = None) -> Coordinator:
     """The store at ``url``. ``create=False`` (read-only commands): a SQLite file that does not
-    exist is a NoStateStoreError, and nothing is made; a database server is opened as usual."""
+    exist is a NoStateStoreError, and nothing is made; a database server is opened as usual.
+    ``reconnect_seconds``: how long a database server's calls ride out its absence (None: the
+    environment's, else the default)."""
     if url.startswith("sqlite:///"):
         from launcher.adapters.store.sqlite import SqliteCoordinator
 
@@ -22,7 +24,7 @@ def open_coordinator(url: str, *, create: bool = True) -> Coordinator:
     if url.startswith(("postgresql://", "postgres://")):
         from launcher.adapters.store.postgres import PostgresCoordinator
 
-        return PostgresCoordinator(url)
+        return PostgresCoordinator(url, reconnect_seconds=reconnect_seconds)
     raise InvalidInputError(f"unsupported state URL {url!r}", hint="use sqlite:///ABSOLUTE/PATH or postgresql://...")
 
 
