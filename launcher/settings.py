@@ -19,6 +19,8 @@ from launcher.errors import InvalidInputError
 STATE_DIR_NAME = ".launcher"
 CONFIG_NAME = "launcher.toml"
 DEFAULT_IMAGE = "launcher/agent-base:latest"
+ROOT_ENV = "CASE_ROOT"
+STATE_URL_ENV = "LAUNCHER_STATE_URL"
 RECONNECT_ENV = "LAUNCHER_RECONNECT_SECONDS"
 DEFAULT_RECONNECT_SECONDS = 30.0
 MAX_RECONNECT_SECONDS = 3600.0
@@ -353,7 +355,7 @@ class Layout:
         return self.root / CONFIG_NAME
 
     def state_url(self, override: str | None = None) -> str:
-        url = override or os.environ.get("LAUNCHER_STATE_URL") or self.config.state_url
+        url = override or os.environ.get(STATE_URL_ENV) or self.config.state_url
         return url or f"sqlite:///{self.state_db}"
 
     @property
@@ -424,7 +426,7 @@ def _inside_git_dir(path: Path) -> bool:
 
 def resolve_root(explicit: str | None, *, cwd: Path | None = None) -> Path:
     """--root, else CASE_ROOT, else the git top-level of the current directory."""
-    chosen = explicit or os.environ.get("CASE_ROOT")
+    chosen = explicit or os.environ.get(ROOT_ENV)
     if chosen:
         root = Path(chosen).expanduser()
         if not root.is_dir():

@@ -23,6 +23,7 @@ import typer
 from launcher.cli import (
     agent_cmd,
     batch_cmd,
+    config_cmd,
     detach,
     doctor_cmd,
     gc_cmd,
@@ -123,6 +124,7 @@ prune_cmd.register(app)
 agent_cmd.register(app)
 wait_cmd.register(app)
 doctor_cmd.register(app)
+config_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:

@@ -1,6 +1,7 @@
 """Pydantic models for everything that crosses a boundary: DB rows, files, CLI JSON."""
 
 from launcher.models.common import Frozen, iso, utcnow
+from launcher.models.config import SettingSource, SettingView
 from launcher.models.doctor import CheckResult, CheckStatus
 from launcher.models.pool import PoolSlot, WarmingSlot
 from launcher.models.runs import NewRun, RunEventRecord, RunOwner, RunRecord
@@ -22,6 +23,8 @@ __all__ = [
     "RunOwner",
     "RunRecord",
     "SandboxSpec",
+    "SettingSource",
+    "SettingView",
     "TaskRecord",
     "TransitionRecord",
     "WarmingSlot",

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from launcher.models.config import SettingView
 from launcher.models.views import RunView, TaskDetailView, TaskView
 
 # file name -> (what prints it, the type of the document)
@@ -26,6 +27,7 @@ SCHEMAS: dict[str, tuple[str, Any]] = {
     "task.schema.json": ("launcher task create/set-status --json", TaskView),
     "task-list.schema.json": ("launcher task list --json", list[TaskView]),
     "task-show.schema.json": ("launcher task show --json", TaskDetailView),
+    "config-show.schema.json": ("launcher config show --json", list[SettingView]),
 }
 
 
