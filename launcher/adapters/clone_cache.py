@@ -3,9 +3,9 @@
 Each clone lives in ``<root>/.launcher/clones/<name>-<digest>``, keyed by the normalised URL
 (launcher/core/repos.py), so every spelling of one URL shares one clone. It is host-only (no
 run sees the folder; runs get worktrees of it like of any repository) and made by host git
-with the host's credentials: git's credential helper, or ``GIT_ASKPASS`` / ``GIT_SSH_COMMAND``
-from launcher's own environment. Every other ``GIT_*`` variable is stripped, git runs from
-``/``, and every object fetched is fsck-checked.
+with the host's credentials: git's credential helper, or ``GIT_ASKPASS`` / ``GIT_SSH`` /
+``GIT_SSH_COMMAND`` from launcher's own environment. Every other ``GIT_*`` variable is stripped
+(``adapters.git.host_git_env``), git runs from ``/``, and every object fetched is fsck-checked.
 
 A clone is a bare clone given a work tree (``core.bare=false``, nothing checked out): it has
 the ``.git`` folder launcher adds worktrees to, with the remote's branches as its own
@@ -28,15 +28,13 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from launcher.adapters.faults import fault_point
-from launcher.adapters.git import Repository
+from launcher.adapters.git import Repository, host_git_env
 from launcher.adapters.locks import file_lock
 from launcher.errors import GitError, GitLockContentionError, InvalidInputError
 
 FETCH_ATTEMPTS = 4
 # A first clone of a big repository can take minutes; the others wait for it, not fail.
 CLONE_LOCK_TIMEOUT_S = 900.0
-# The host's own ways to authenticate; nothing else of GIT_* reaches git.
-_CREDENTIAL_VARIABLES = ("GIT_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND")
 # git reports network trouble only in prose (curl's and ssh's words); nothing else is retried.
 _TRANSIENT = re.compile(
     r"Could not resolve host|Temporary failure in name resolution|Connection (?:refused|reset|timed out)"
@@ -70,14 +68,6 @@ def folder_name(key: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", key.rstrip("/").rsplit("/", 1)[-1]).strip(".-")[:40] or "repo"
     return f"{tail}-{digest[:16]}"
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update({k: os.environ[k] for k in _CREDENTIAL_VARIABLES if k in os.environ})
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["LC_ALL"] = "C"
-    return env
 
 
 def _scrub(text: str) -> str:
@@ -208,7 +198,9 @@ class CloneCache:
     def _git(self, git_dir: Path | None, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         cmd = ["git", *([f"--git-dir={git_dir}"] if git_dir is not None else []), *args]
         try:
-            proc = subprocess.run(cmd, cwd="/", env=_env(), capture_output=True, check=False, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, cwd="/", env=host_git_env(auth=True), capture_output=True, check=False, stdin=subprocess.DEVNULL
+            )
         except FileNotFoundError as exc:
             raise GitError("git is not installed on this machine") from exc
         if check and proc.returncode != 0:

@@ -46,8 +46,24 @@ class WorktreeEntry:
     prunable: bool
 
 
-def _clean_env(owner: Owner | None) -> dict[str, str]:
+# The host's own ways to authenticate: kept where git talks to a remote (a clone, a fetch, a
+# push). They come from launcher's own environment, which no run can write.
+HOST_AUTH_VARIABLES = ("GIT_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND")
+
+
+def host_git_env(owner: Owner | None = None, *, auth: bool = False) -> dict[str, str]:
+    """The environment every host-side git runs with: launcher's own, every ``GIT_*`` stripped.
+
+    The host never runs git config a run wrote, and ``GIT_*`` from the caller's environment
+    could redirect git just as well (``GIT_DIR``, ``GIT_CONFIG_*``, ``GIT_EXEC_PATH``,
+    ``GIT_INDEX_FILE``...), so none of it reaches git, and git never prompts (no terminal to
+    answer it). ``auth``: keep ``HOST_AUTH_VARIABLES``, for git that talks to a remote with the
+    host's credentials; local git (worktrees, bundles) needs none. ``owner``: git runs as that
+    user, so it reads that user's ``~/.gitconfig``, not the caller's.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    if auth:
+        env.update({k: os.environ[k] for k in HOST_AUTH_VARIABLES if k in os.environ})
     env["GIT_TERMINAL_PROMPT"] = "0"
     env["LC_ALL"] = "C"
     if owner is not None:
@@ -131,7 +147,7 @@ class Repository:
             proc = subprocess.run(
                 cmd,
                 cwd="/",
-                env=_clean_env(owner),
+                env=host_git_env(owner),
                 input=input_bytes,
                 capture_output=True,
                 check=False,

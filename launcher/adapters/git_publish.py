@@ -2,7 +2,7 @@
 
 Host git rules as in ``adapters.git``: ``--git-dir`` of the real repository, run from ``/``, ``GIT_*``
 variables stripped (all but the host's own ways to authenticate: ``GIT_ASKPASS``, ``GIT_SSH``,
-``GIT_SSH_COMMAND``), as the repository's owner when launcher runs as root.
+``GIT_SSH_COMMAND``; ``host_git_env(auth=True)``), as the repository's owner when launcher runs as root.
 
 A token (``[publish] token_env``) reaches git through an askpass helper written into a fresh 0700
 folder under the host's temp dir (no run mounts it), removed after the push. The helper holds no
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launcher.adapters.git import Owner, _clean_env
+from launcher.adapters.git import Owner, host_git_env
 from launcher.core.ports.publisher import Credential, PushAttempt, RefResult, RefStatus, RefUpdate
 from launcher.core.ports.repo import RepoPort
 from launcher.errors import GitError, InvalidInputError, PublishError
@@ -33,8 +33,6 @@ from launcher.errors import GitError, InvalidInputError, PublishError
 if TYPE_CHECKING:
     from launcher.core.ports.forge import ForgePort
 
-# The host's own ways to authenticate survive the GIT_* strip; nothing a run wrote can set them.
-_HOST_AUTH_VARS = ("GIT_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND")
 PUSH_TIMEOUT_S = 300.0
 # GitHub's convention for a token over HTTPS; a URL naming its own user keeps that user.
 TOKEN_USER = "x-access-token"  # noqa: S105 - a user name, not a secret; [publish] token_user
@@ -131,8 +129,7 @@ class GitPublisher:
     ) -> subprocess.CompletedProcess[bytes]:
         info = repo.git_dir.stat()
         owner = Owner(info.st_uid, info.st_gid) if os.geteuid() == 0 and info.st_uid != 0 else None
-        env = _clean_env(owner)
-        env.update({k: os.environ[k] for k in _HOST_AUTH_VARS if k in os.environ})
+        env = host_git_env(owner, auth=True)
         token = credential.token.get_secret_value() if credential and credential.token else None
         user = credential.user if credential else TOKEN_USER
         with _askpass(owner, remote or "", token, user) as extra:

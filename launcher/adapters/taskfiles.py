@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.adapters.locks import file_lock
-from launcher.adapters.safe_io import atomic_write, read_untrusted
+from launcher.adapters.safe_io import OverCapError, atomic_write, read_untrusted
 from launcher.core.ports import Coordinator
 from launcher.errors import InvalidInputError, LauncherError, StateStoreError
 from launcher.models import TaskRecord, TransitionRecord, iso
@@ -91,11 +91,18 @@ class TaskFiles:
         path = self.json_path(task)
         return path.with_name(path.name.removesuffix(JSON_SUFFIX) + ".md")
 
-    def read_md(self, task: TaskRecord) -> str | None:
+    def read_md(self, task: TaskRecord, *, max_bytes: int | None = None, strict: bool = False) -> str | None:
         try:
-            data = read_untrusted(self.md_path(task), max_bytes=MD_READ_MAX)
-        except (OSError, LauncherError):
-            return None  # a pull request without the description, not no pull request
+            data = read_untrusted(self.md_path(task), max_bytes=MD_READ_MAX if max_bytes is None else max_bytes)
+        except FileNotFoundError:
+            return None
+        except (OSError, LauncherError) as exc:
+            if not strict:
+                return None  # a pull request without the description, not no pull request
+            if isinstance(exc, OSError | OverCapError):
+                raise
+            # The port's promise: what cannot be read is an OSError, whatever refused it (a symlink).
+            raise OSError(str(exc)) from exc
         return data.decode("utf-8", errors="replace")
 
     @contextmanager

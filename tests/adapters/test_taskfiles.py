@@ -14,7 +14,7 @@ import pytest
 from launcher.adapters import safe_io
 from launcher.adapters.safe_io import atomic_write
 from launcher.adapters.store.sqlite import SqliteCoordinator
-from launcher.adapters.taskfiles import ExternalChangeError, TaskFiles, render_task_json
+from launcher.adapters.taskfiles import MD_READ_MAX, ExternalChangeError, TaskFiles, render_task_json
 from launcher.core.tasks import RepoRef, TaskService
 from launcher.errors import IllegalTransitionError, StateStoreError
 from launcher.settings import Layout
@@ -164,3 +164,38 @@ def test_a_hand_edited_task_file_is_never_overwritten_silently(tasks: TaskServic
         tasks.sync_files(task.id)
     assert str(json_path) in caught.value.message
     assert json_path.read_bytes() == edited
+
+
+# -- reading the description -------------------------------------------------------------------
+
+
+def test_read_md_is_capped_and_says_nothing_of_what_it_cannot_read_unless_strict(
+    tasks: TaskService, tmp_path: Path
+) -> None:
+    files = tasks.files
+    task = tasks.create(REPO, "Describe it", body="words\n")
+    md = files.md_path(task)
+    assert files.read_md(task) == files.read_md(task, strict=True) == md.read_text(encoding="utf-8")
+
+    md.write_bytes(b"x" * (MD_READ_MAX + 1))
+    assert files.read_md(task) is None, "over the pull request's cap: a pull request without it"
+    assert files.read_md(task, max_bytes=MD_READ_MAX + 1) == "x" * (MD_READ_MAX + 1)
+    with pytest.raises(safe_io.OverCapError):
+        files.read_md(task, strict=True)
+
+    md.unlink()
+    assert files.read_md(task) is None
+    assert files.read_md(task, strict=True) is None, "no description is not an error"
+
+    elsewhere = tmp_path / "elsewhere.md"
+    elsewhere.write_text("not the task's\n")
+    md.symlink_to(elsewhere)
+    assert files.read_md(task) is None
+    with pytest.raises(OSError, match="symbolic link"):
+        files.read_md(task, strict=True)
+
+    md.unlink()
+    md.mkdir()
+    assert files.read_md(task) is None
+    with pytest.raises(OSError, match="not a regular file"):
+        files.read_md(task, strict=True)

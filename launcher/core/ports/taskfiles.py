@@ -16,8 +16,15 @@ class TaskFilesPort(Protocol):
 
     def md_path(self, task: TaskRecord) -> Path: ...
 
-    def read_md(self, task: TaskRecord) -> str | None:
-        """The task's description (its .md), capped; None when there is none to read."""
+    def read_md(self, task: TaskRecord, *, max_bytes: int | None = None, strict: bool = False) -> str | None:
+        """The task's description (its .md), read up to ``max_bytes`` (None: the adapter's own cap,
+        a pull request's); None when there is none.
+
+        Not ``strict``, a file that cannot be read or is over the cap is None as well (a pull
+        request goes without its description). ``strict``, only a missing file is None: one over
+        the cap raises InvalidInputError, one that cannot be read (permissions, not a regular
+        file, a symbolic link) raises OSError.
+        """
         ...
 
     def locked(self, task_id: str) -> AbstractContextManager[None]: ...
