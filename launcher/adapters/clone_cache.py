@@ -105,6 +105,9 @@ class CloneCache:
     def path_of(self, key: str) -> Path:
         return self.clones_dir / folder_name(key)
 
+    def holds(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self.clones_dir.resolve())
+
     def sync(self, url: str, key: str) -> Path:
         folder = self.path_of(key)
         lock = self.locks_dir / "clones" / f"{folder.name}.lock"

@@ -195,7 +195,9 @@ class Repositories:
         if task.repo in self.configured:
             return self._configured(task.repo)
         hint = self._creator_path(task)
-        if hint is not None:
+        # The creator's "checkout" may be its clone cache, at the same path here (build boxes set
+        # up alike): that is this machine's cache, fetched before every run like any clone.
+        if hint is not None and not (task.repo_url and self.clones is not None and self.clones.holds(Path(hint))):
             return hint
         if task.repo_url and self.clones is not None:
             return self._clone(task.repo_url)

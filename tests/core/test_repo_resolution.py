@@ -115,6 +115,9 @@ class RecordingClones:
     def remote_url(self, toplevel: Path) -> str | None:
         return self.real.remote_url(toplevel)
 
+    def holds(self, path: Path) -> bool:
+        return self.real.holds(path)
+
     def sync(self, url: str, key: str) -> Path:
         self.synced.append((url, key))
         return self.checkout
@@ -248,6 +251,17 @@ def test_a_different_repository_at_the_creators_path_is_not_used(world: dict[str
     git("remote", "set-url", "origin", "https://git.example.com/someone/else.git", cwd=creator)
     repos, clones = _repositories(world)
     task = _task(repo_path=str(creator), repo_url=str(world["remote"]))
+    assert repos.locate(task) == str(world["stand_in"])
+    assert clones.synced == [(str(world["remote"]), "file://" + str(world["remote"]))]
+
+
+def test_a_creators_path_in_the_clone_cache_is_fetched_as_a_clone_not_used_as_it_is(world: dict[str, Path]) -> None:
+    # Build boxes set up alike: the creator's repository was its clone cache, at the same path
+    # here. Used as a checkout it would never be fetched; as a clone it is, before every run.
+    repos, clones = _repositories(world)
+    cached = world["root"] / ".launcher" / "clones" / "api-0123abcd"
+    git("clone", "-q", str(world["remote"]), str(cached), cwd=world["tmp"])
+    task = _task(repo_path=str(cached), repo_url=str(world["remote"]))
     assert repos.locate(task) == str(world["stand_in"])
     assert clones.synced == [(str(world["remote"]), "file://" + str(world["remote"]))]
 

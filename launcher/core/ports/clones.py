@@ -15,6 +15,10 @@ class ClonesPort(Protocol):
         """The raw URL of the repository's ``origin``, else of its first remote; None without remotes."""
         ...
 
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` is one of this cache's clones (or inside one)."""
+        ...
+
     def sync(self, url: str, key: str) -> Path:
         """A local clone of ``url`` (cloned on first use), fetched now; its top-level folder.
 
