@@ -249,3 +249,51 @@ def forge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forge]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+# -- as a program: the test cluster's forge (scripts/cluster.sh) --------------------------------
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """``python3 forgekit.py serve --host H --port P --root DIR --user U --token-file F``.
+
+    The same server as the ``forge`` fixture, for as long as the process lives: the stand-in forge
+    of the test cluster, on an address the boxes reach. The token is read from a file (never an
+    argument, which ``ps`` would show). Each request is logged to stdout (never the token).
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="forgekit.py", description="the stand-in forge, as a server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("serve", help="serve the bare repositories under --root over git's smart HTTP")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=8080)
+    cmd.add_argument("--root", type=Path, required=True, help="folder of the bare repositories (<name>.git)")
+    cmd.add_argument("--user", required=True)
+    cmd.add_argument("--token-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    token = args.token_file.read_text().strip()
+    if not token:
+        parser.error(f"{args.token_file} is empty")
+    args.root.mkdir(parents=True, exist_ok=True)
+
+    class _LoggedForge(Forge):
+        def _log(self, request: ForgeRequest) -> None:
+            super()._log(request)
+            print(f"{request.method} {request.path} {request.user or '-'} {request.status}", flush=True)
+
+    made = _LoggedForge(root=args.root.resolve(), user=args.user, token=token, port=args.port)
+    server = ThreadingHTTPServer((args.host, args.port), _handler(made))
+    server.daemon_threads = True
+    print(f"forgekit: serving {made.root} on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    serve()
