@@ -136,18 +136,21 @@ class PgServer:
         last = ""
         for _ in range(3):  # the free port may be taken between probing and binding it
             self.port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            started = self._run(
-                "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
-                "-t", str(START_TIMEOUT_S), "-o", options,
-            )  # fmt: skip
+            started = self._pg_ctl_start()
             if started.returncode == 0:
                 return
             last = f"{started.stdout}\n{started.stderr}\n{self._log_tail()}"
         raise RuntimeError(f"pg_ctl start failed:\n{last}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        return self._run(
+            "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+            "-t", str(START_TIMEOUT_S), "-o", options,
+        )  # fmt: skip
 
     def _log_tail(self) -> str:
         try:
@@ -188,6 +191,44 @@ class PgServer:
         finally:
             with psycopg.connect(self.url(), autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class Restartable:
+    """Stop and start one PostgreSQL server again on the same port and data dir (outage tests)."""
+
+    def __init__(self, server: PgServer) -> None:
+        self.server = server
+
+    def stop(self, mode: str = "fast") -> None:
+        done = self.server._run("pg_ctl", "stop", "-D", str(self.server.data_dir), "-m", mode, "-w", timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    def start(self) -> None:
+        done = self.server._pg_ctl_start()
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+    def up(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.server.url(), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+
+@contextlib.contextmanager
+def private_server(config: pytest.Config, prefix: str) -> Iterator[PgServer]:
+    """A server of the caller's own (one a test may stop), not the session's shared one."""
+    shared_server(config)  # skips (or fails on CI) where the binaries are missing, as everywhere
+    bin_dir = find_bin_dir()
+    assert bin_dir is not None
+    server = PgServer(bin_dir=bin_dir, root=Path(tempfile.mkdtemp(prefix=prefix, dir=_temp_parent())))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 _server: PgServer | None = None

@@ -9,16 +9,15 @@ store's retry counter, the server's state), never by sleeping.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from pg import PgServer, _temp_parent, find_bin_dir, shared_server
+from helpers import wait_for
+from pg import Restartable, private_server
 
 from launcher.adapters.store.postgres import PostgresCoordinator
 from launcher.adapters.store.sql.dialect import Cursor
@@ -30,44 +29,10 @@ pytestmark = pytest.mark.slow
 DEADLINE_S = 30.0
 
 
-class Restartable:
-    """Stop and start one PostgreSQL server on the same port and data dir."""
-
-    def __init__(self, server: PgServer) -> None:
-        self.server = server
-
-    def stop(self, mode: str = "fast") -> None:
-        done = self.server._run("pg_ctl", "stop", "-D", str(self.server.data_dir), "-m", mode, "-w", timeout=60)
-        assert done.returncode == 0, done.stderr
-
-    def start(self) -> None:
-        s = self.server
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {s.port} -k {s.socket_dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        done = s._run("pg_ctl", "start", "-D", str(s.data_dir), "-l", str(s.log_file), "-w", "-t", "60", "-o", options)
-        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-
-    def up(self) -> bool:
-        try:
-            with psycopg.connect(self.server.url(), connect_timeout=2):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-
 @pytest.fixture(scope="module")
 def own_server(request: pytest.FixtureRequest) -> Iterator[Restartable]:
-    shared_server(request.config)  # skips (or fails on CI) where the binaries are missing, as everywhere
-    bin_dir = find_bin_dir()
-    assert bin_dir is not None
-    server = PgServer(bin_dir=bin_dir, root=Path(tempfile.mkdtemp(prefix="launcher-pg-restart-", dir=_temp_parent())))
-    server.start()
-    try:
+    with private_server(request.config, "launcher-pg-restart-") as server:
         yield Restartable(server)
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -97,13 +62,6 @@ def new_task(slug: str = "fix") -> NewTask:
         command=["true"],
         doc={"title": slug, "status": "active"},
     )
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -147,7 +105,12 @@ def test_a_call_made_while_the_server_is_down_waits_for_it(server: Restartable, 
         store.create_task(new_task())
         server.stop()
         thread, outcome = in_thread(lambda: store.create_task(new_task("meanwhile")))
-        wait_for(lambda: store.dialect.retries >= 2, "the call to retry the stopped server")
+        wait_for(
+            lambda: store.dialect.retries >= 2,
+            timeout=DEADLINE_S,
+            what="the call to retry the stopped server",
+            interval=0.01,
+        )
         assert thread.is_alive(), f"the call ended while the server was down: {outcome}"
         down_for = time.monotonic()
         server.start()
@@ -180,7 +143,12 @@ def test_a_server_shut_down_in_the_middle_of_a_transaction_reruns_it(server: Res
         assert inside.wait(DEADLINE_S)
         server.stop()  # terminates the backend that holds the open transaction
         go_on.set()
-        wait_for(lambda: store.dialect.retries >= 1, "the interrupted transaction to be retried")
+        wait_for(
+            lambda: store.dialect.retries >= 1,
+            timeout=DEADLINE_S,
+            what="the interrupted transaction to be retried",
+            interval=0.01,
+        )
         server.start()
         thread.join(DEADLINE_S)
         assert outcome.get("value") == 2, outcome
@@ -317,7 +285,9 @@ def test_closing_the_store_ends_a_call_that_waits_for_the_server(server: Restart
     task = store.create_task(new_task())
     server.stop()
     thread, outcome = in_thread(lambda: store.get_task(task.id))
-    wait_for(lambda: store.dialect.retries >= 1, "the call to wait for the server")
+    wait_for(
+        lambda: store.dialect.retries >= 1, timeout=DEADLINE_S, what="the call to wait for the server", interval=0.01
+    )
     store.close()
     thread.join(DEADLINE_S)
     assert not thread.is_alive()

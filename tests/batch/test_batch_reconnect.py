@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
-from pg import PgServer, _temp_parent, find_bin_dir, shared_server
+from pg import PgServer, Restartable, private_server
 
 if TYPE_CHECKING:
     from conftest import Bench
@@ -32,44 +29,11 @@ ENV = {"LAUNCHER_RECONNECT_SECONDS": "60"}
 DEADLINE_S = 90.0
 
 
-class Restartable:
-    def __init__(self, server: PgServer) -> None:
-        self.server = server
-
-    def stop(self) -> None:
-        s = self.server
-        done = s._run("pg_ctl", "stop", "-D", str(s.data_dir), "-m", "fast", "-w", timeout=60)
-        assert done.returncode == 0, done.stderr
-
-    def start(self) -> None:
-        s = self.server
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {s.port} -k {s.socket_dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        done = s._run("pg_ctl", "start", "-D", str(s.data_dir), "-l", str(s.log_file), "-w", "-t", "60", "-o", options)
-        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-
-    def up(self) -> bool:
-        try:
-            with psycopg.connect(self.server.url(), connect_timeout=2):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-
 @pytest.fixture(scope="module")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
     """This module's own server, in place of the session's (bench's PostgreSQL backend asks for it)."""
-    shared_server(request.config)  # skips (or fails on CI) where the binaries are missing, as everywhere
-    bin_dir = find_bin_dir()
-    assert bin_dir is not None
-    server = PgServer(bin_dir=bin_dir, root=Path(tempfile.mkdtemp(prefix="launcher-pg-batch-", dir=_temp_parent())))
-    server.start()
-    try:
+    with private_server(request.config, "launcher-pg-batch-") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
