@@ -19,17 +19,18 @@ import os
 import secrets
 import shlex
 import subprocess
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
+
+import pytest
+from helpers import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "cluster.sh"
 UP_TIMEOUT_S = 1500  # a first build of the box image installs Debian's docker.io and launcher
-T = TypeVar("T")
 
 # A run's states that still hold its task (launcher/core/transitions.py LIVE_RUN_STATES).
 LIVE_STATES = frozenset({"created", "preparing", "running", "harvesting"})
@@ -37,18 +38,6 @@ LIVE_STATES = frozenset({"created", "preparing", "running", "harvesting"})
 
 class ClusterError(AssertionError):
     """A cluster command failed: what it was, its exit status and what it said."""
-
-
-def poll(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.5) -> T:
-    """``condition()`` until it is truthy; ClusterError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -370,9 +359,9 @@ class Cluster:
             return runs
 
         try:
-            return poll(settled, timeout=timeout, what=f"{len(task_ids)} tasks to be run", interval=interval)
-        except ClusterError as exc:
-            raise ClusterError(f"{exc}\n{self.report(task_ids)}") from None
+            return wait_for(settled, timeout=timeout, what=f"{len(task_ids)} tasks to be run", interval=interval)
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\n{self.report(task_ids)}")
 
     def report(self, task_ids: Iterable[str] | None = None) -> str:
         """What the coordinator and the batches say, for a failure's message."""

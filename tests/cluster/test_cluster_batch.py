@@ -12,7 +12,8 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
-from clusterkit import Cluster, overlaps, owner_host, poll, running_intervals
+from clusterkit import Cluster, overlaps, owner_host, running_intervals
+from helpers import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -77,7 +78,7 @@ def test_a_killed_box_s_task_runs_again_elsewhere_once_its_lease_expires(
     def running_on_box_1() -> list[dict]:
         return [r for r in cluster.runs(ids) if r["state"] == "running" and owner_host(r) == victim_host]
 
-    victims = poll(running_on_box_1, timeout=180, what="a run on box 1")
+    victims = wait_for(running_on_box_1, timeout=180, what="a run on box 1", interval=0.5)
     killed_at = cluster.db_now()
     cluster.kill(1)
 

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from clusterkit import Cluster, overlaps, owner_host, poll, running_intervals
+from clusterkit import Cluster, overlaps, owner_host, running_intervals
+from helpers import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -50,7 +51,9 @@ def _taken_over_while_away(cluster: Cluster, away: str) -> None:
     superseded, its work kept."""
     (task,) = cluster.queue_tasks(1, title=f"Away {away} {secrets.token_hex(2)}", command=SLOW_FIRST)
     first_batch = cluster.batch(1, *_batch_args())
-    first = poll(lambda: _running_on(cluster, task, 1), timeout=180, what="the first attempt running on box 1")
+    first = wait_for(
+        lambda: _running_on(cluster, task, 1), timeout=180, what="the first attempt running on box 1", interval=0.5
+    )
     if away == "cut":
         cluster.cut(1)
     else:
@@ -64,7 +67,7 @@ def _taken_over_while_away(cluster: Cluster, away: str) -> None:
         runs = cluster.runs([task])
         return next((r for r in runs if r["id"] != first["id"] and r["state"] == "exited" and _published(r)), None)
 
-    second = poll(second_exited, timeout=240, what="the second attempt to exit on box 2")
+    second = wait_for(second_exited, timeout=240, what="the second attempt to exit on box 2", interval=0.5)
     assert owner_host(second) == cluster.box_name(2), second
     (taken,) = [e for e in cluster.events([task]) if e["run_id"] == second["id"] and e["to_state"] == "running"]
     print(f"\nbox 1 {away}: task taken over on box 2 after {_seconds(gone_at, taken['at']):.1f}s (lease {LEASE_S}s)")
@@ -74,10 +77,11 @@ def _taken_over_while_away(cluster: Cluster, away: str) -> None:
         cluster.heal(1)
     else:
         cluster.unpause(1)
-    late = poll(
+    late = wait_for(
         lambda: (r := _run(cluster, first["id"]))["state"] == "superseded" and _published(r) and r,
         timeout=240,
-        what=f"box 1's attempt {first['id']} to settle superseded\n{cluster.report([task])}",
+        what=f"box 1's attempt {first['id']} to settle superseded",
+        interval=0.5,
     )
     superseded = late["details"]["superseded"]
     assert superseded["fence"] < superseded["current"], superseded
@@ -137,7 +141,7 @@ def test_a_coordinator_restarted_mid_batch_still_runs_every_task_exactly_once(cl
     def several_running() -> bool:
         return sum(r["state"] == "running" for r in cluster.runs(ids)) >= 2
 
-    poll(several_running, timeout=180, what="two runs in progress")
+    wait_for(several_running, timeout=180, what="two runs in progress", interval=0.5)
     cluster.restart_db()
 
     runs = cluster.wait_all_settled(ids, timeout=300)
