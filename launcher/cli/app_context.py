@@ -169,7 +169,7 @@ class Application:
 
     def make_egress(self, store: Coordinator, docker: Callable[[], Any]) -> RunEgress:
         from launcher.adapters.docker import egress_proxy_path, egress_proxy_sha256, install_egress_proxy
-        from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
+        from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings
         from launcher.core import labels, uids
         from launcher.core.egress import RunEgress
         from launcher.core.netpolicy import check_allow_private
@@ -182,23 +182,17 @@ class Application:
         # A read-only command installs nothing; it never starts a proxy either.
         program = install_egress_proxy(layout.state_dir) if self._create_store else egress_proxy_path(layout.state_dir)
         policies, logs = layout.egress_dir / "policies", layout.egress_dir / "logs"
-        settings = ProxySettings(
-            root=str(self.root),
+        settings = ProxySettings.of(
+            net,
+            root=self.root,
             name=f"launcher-egress-{labels.root_tag(self.root)}",
-            image=net.proxy_image,
             egress_network=net.egress_network,
-            uid=proxy_ids[0],
-            gid=proxy_ids[1],
-            program_dir=str(program),
+            ids=proxy_ids,
+            program=program,
             program_sha256=egress_proxy_sha256(program),
-            policies_dir=str(policies),
-            logs_dir=str(logs),
-            ca_file=str(Path(net.ca_file).resolve()) if net.ca_file else None,
-            # Test-only: lets the proxy treat a local test network as the internet.
-            public_cidrs=[c for c in os.environ.get("LAUNCHER_TEST_EGRESS_PUBLIC_CIDRS", "").split(",") if c],
+            policies=policies,
+            logs=logs,
             private_allowed=private_allowed,
-            deny_addrs=host_addresses(private_allowed),
-            idle_exit=net.proxy_idle,
         )
         return RunEgress(
             store,

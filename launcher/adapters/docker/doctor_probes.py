@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.adapters.docker import egress_proxy_sha256, install_egress_proxy
-from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings, host_addresses
+from launcher.adapters.docker.egress import DockerEgress, EgressFiles, ProxySettings
 from launcher.adapters.docker.images import (
     IMAGE_REPO_PREFIX,
     content_hash,
@@ -139,21 +139,17 @@ def try_proxy(client: Any, root: Path, state_dir: Path, network: NetworkSettings
             client.networks.create(net_name, driver="bridge", internal=True, labels={labels.ROOT: str(root)})
         except APIError as exc:
             raise DockerError(f"cannot create a throwaway network for the proxy: {exc.explanation or exc}") from exc
-        settings = ProxySettings(
-            root=str(root),
+        settings = ProxySettings.of(
+            network,
+            root=root,
             name=name,
-            image=network.proxy_image,
             egress_network=net_name,
-            uid=proxy_ids[0],
-            gid=proxy_ids[1],
-            program_dir=str(program),
+            ids=proxy_ids,
+            program=program,
             program_sha256=egress_proxy_sha256(program),
-            policies_dir=str(policies),
-            logs_dir=str(logs),
-            ca_file=str(Path(network.ca_file).resolve()) if network.ca_file else None,
+            policies=policies,
+            logs=logs,
             private_allowed=private,
-            deny_addrs=host_addresses(private),
-            idle_exit=network.proxy_idle,
         )
         started = time.monotonic()
         _TrialEgress(settings, scratch / "lock", lambda: client).start()

@@ -20,7 +20,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,9 @@ from launcher.egress.idle import EXITING as IDLE_EXITING
 from launcher.egress.idle import IDLE_LOCK
 from launcher.errors import DockerError, SubnetInUseError
 from launcher.models import NetworkInfo
+
+if TYPE_CHECKING:
+    from launcher.settings import NetworkSettings
 
 # The program folder is mounted as the package "egress" in a folder that holds nothing else.
 # `python3 -I` ignores PYTHON* variables and user site-packages and (through -P) keeps the cwd
@@ -81,6 +84,41 @@ class ProxySettings(BaseModel):
     @property
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def of(
+        cls,
+        net: NetworkSettings,
+        *,
+        root: Path,
+        name: str,
+        egress_network: str,
+        ids: tuple[int, int],
+        program: Path,
+        program_sha256: str,
+        policies: Path,
+        logs: Path,
+        private_allowed: list[str],
+    ) -> ProxySettings:
+        """A proxy for ``root`` as [network] says (``private_allowed``: its allow_private, checked)."""
+        return cls(
+            root=str(root),
+            name=name,
+            image=net.proxy_image,
+            egress_network=egress_network,
+            uid=ids[0],
+            gid=ids[1],
+            program_dir=str(program),
+            program_sha256=program_sha256,
+            policies_dir=str(policies),
+            logs_dir=str(logs),
+            ca_file=str(Path(net.ca_file).resolve()) if net.ca_file else None,
+            # Test-only: lets the proxy treat a local test network as the internet.
+            public_cidrs=[c for c in os.environ.get("LAUNCHER_TEST_EGRESS_PUBLIC_CIDRS", "").split(",") if c],
+            private_allowed=private_allowed,
+            deny_addrs=host_addresses(private_allowed),
+            idle_exit=net.proxy_idle,
+        )
 
 
 class DockerEgress:
