@@ -171,7 +171,7 @@ def test_read_only_case_root(root: Path) -> None:
     if proc is None:
         # As root, a mode bit stops nothing; an immutable folder does.
         if subprocess.run(["chattr", "+i", str(root)], capture_output=True, check=False).returncode != 0:
-            pytest.skip("neither a private read-only mount nor chattr +i works here")
+            pytest.skip("this machine allows neither a private read-only mount (unshare -m) nor chattr +i")
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "launcher", "--root", str(root), "doctor", "--json", "--quick"],
