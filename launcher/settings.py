@@ -207,6 +207,24 @@ class AgentSettings(BaseModel):
         }
 
 
+class CaseSettings(BaseModel):
+    """Which layout of case new tasks follow, and where today's case keeps its user config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layout: Literal["auto", "harness", "repo-local"] = Field(
+        default="auto",
+        description="where new tasks' files go: harness = tasks/active/ under the case root (case at 3aa5f23); "
+        "repo-local = <repo>/.case/tasks/active/ (case at 30b1fa1); auto = repo-local for a repository "
+        "whose .case/tasks/ exists, else harness",
+    )
+    data_dir: str | None = Field(
+        default=None,
+        description="case's data dir (config.json, projects.json); default as case finds it: "
+        "$CASE_DATA_DIR, else $XDG_CONFIG_HOME/case, else ~/.config/case",
+    )
+
+
 class LauncherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -216,6 +234,7 @@ class LauncherConfig(BaseModel):
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    case: CaseSettings = Field(default_factory=CaseSettings)
     repos: dict[str, str] = Field(
         default_factory=dict,
         description="repository name -> local path or remote URL, for tasks whose repository is not in projects.json",
@@ -295,6 +314,11 @@ DEFAULT_CONFIG_TEXT = """\
 # pr = false                              # open or update one pull request per task attempt (as --pr)
 # draft = true
 # api_url = "https://api.github.com"      # GitHub Enterprise: "https://HOST/api/v3"
+
+[case]
+# Both layouts of case are understood; `launcher init` says which it found.
+# layout = "auto"                         # harness (tasks/ under the root) | repo-local (<repo>/.case/) | auto
+# data_dir = "~/.config/case"             # today's case's config.json + projects.json (default as case finds it)
 
 [repos]
 # Where a task's repository is on this machine when projects.json does not say:

@@ -6,8 +6,31 @@ import hashlib
 from pathlib import Path
 
 from launcher.core.adopt import FoundFile
+from launcher.core.case_layout import CASE_DIR
+from launcher.core.transitions import CaseEra
+from launcher.models import CaseLayoutFound
 
 MAX_TASK_FILE = 4 * 1024 * 1024
+
+
+def layouts_found(tasks_dir: Path, repo_paths: dict[str, Path]) -> list[CaseLayoutFound]:
+    """Which layouts of case hold task files here: tasks/ under the root, and each repository's .case/."""
+    found: list[CaseLayoutFound] = []
+    harness = [d for d in (tasks_dir / "active", tasks_dir / "done") if d.is_dir()]
+    count = sum(1 for d in harness for p in d.glob("*.task.json") if p.is_file())
+    if count:
+        found.append(CaseLayoutFound(era=CaseEra.HARNESS, where=[str(d) for d in harness], task_files=count))
+    where, count, repos = [], 0, []
+    for name, repo in sorted(repo_paths.items()):
+        dirs = [repo / CASE_DIR / "tasks" / sub for sub in ("active", "done")]
+        dirs = [d for d in dirs if d.is_dir()]
+        if dirs:
+            repos.append(name)
+            where += [str(d) for d in dirs]
+            count += sum(1 for d in dirs for p in d.glob("*.task.json") if p.is_file())
+    if repos:
+        found.append(CaseLayoutFound(era=CaseEra.REPO_LOCAL, where=where, task_files=count, repos=repos))
+    return found
 
 
 def task_dirs(tasks_dir: Path, repo_paths: list[Path]) -> list[Path]:

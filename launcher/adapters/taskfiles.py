@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,15 @@ from launcher.errors import InvalidInputError, LauncherError, StateStoreError
 from launcher.models import TaskRecord, TransitionRecord, iso
 
 JSON_SUFFIX = ".task.json"
+
+
+def _owner_of(folder: Path) -> tuple[int, int] | None:
+    """The folder's owner, whom task files written into it belong to (a repository's .case/ is its
+    owner's, not root's); None when not root (files are the writer's anyway)."""
+    if os.geteuid() != 0:
+        return None
+    info = folder.stat()
+    return info.st_uid, info.st_gid
 
 
 class ExternalChangeError(StateStoreError):
@@ -71,20 +81,25 @@ class TaskFiles:
         locks_dir: Path,
         store: Coordinator,
         validate: Callable[[dict[str, Any]], list[str]] | None = None,
+        repo_local_dir: Callable[[TaskRecord], Path | None] | None = None,
     ) -> None:
         self.active = tasks_dir / "active"
         self.templates = tasks_dir / "templates"
         self.locks_dir = locks_dir
         self.store = store
         self.validate = validate
+        # Where a new task's files go when its repository keeps today's case's .case/tasks/active/
+        # ([case].layout); None: under the root, as the harness keeps them.
+        self.repo_local_dir = repo_local_dir
 
     def json_path(self, task: TaskRecord) -> Path:
         if task.file_path:
             return Path(task.file_path)
-        path = self.active / f"{task.id}{JSON_SUFFIX}"
+        active = (self.repo_local_dir(task) if self.repo_local_dir else None) or self.active
+        path = active / f"{task.id}{JSON_SUFFIX}"
         # IDs are validated upstream; this is the last line of defence against '../'.
-        if path.parent != self.active or path.name.startswith(".") or "/" in task.id:
-            raise InvalidInputError(f"refusing a task file path outside {self.active}: {path}")
+        if path.parent != active or path.name.startswith(".") or "/" in task.id:
+            raise InvalidInputError(f"refusing a task file path outside {active}: {path}")
         return path
 
     def md_path(self, task: TaskRecord) -> Path:
@@ -122,8 +137,13 @@ class TaskFiles:
             ) from exc
 
     def _ensure_dir(self, path: Path) -> None:
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            owner = _owner_of(missing[-1].parent) if missing else None
+            if owner is not None:
+                for folder in missing:
+                    os.chown(folder, *owner)
         except OSError as exc:
             raise StateStoreError(f"cannot create {path.parent}: {exc.strerror or exc}") from exc
 
@@ -149,7 +169,7 @@ class TaskFiles:
                 )
         data = render_task_json(task.doc)
         if existing != data:
-            atomic_write(path, data)
+            atomic_write(path, data, owner=_owner_of(path.parent))
         self.store.record_file(task.id, str(path), sha256(data))
 
     def check_unchanged(self, task: TaskRecord) -> None:
@@ -202,7 +222,7 @@ class TaskFiles:
             self._write_json(task)
             md = self.md_path(task)
             if not md.exists():
-                atomic_write(md, render_task_md(task, body, template_text).encode("utf-8"))
+                atomic_write(md, render_task_md(task, body, template_text).encode("utf-8"), owner=_owner_of(md.parent))
             return self.store.get_task(task_id)
 
     def _template(self, name: str | None) -> str | None:
@@ -225,7 +245,7 @@ class TaskFiles:
                 existing = existing.rstrip("\n") + "\n\n## Progress Log\n\n"
             elif not existing.endswith("\n\n"):
                 existing = existing.rstrip("\n") + "\n\n"
-            atomic_write(md, (existing + progress_entry(transition)).encode("utf-8"))
+            atomic_write(md, (existing + progress_entry(transition)).encode("utf-8"), owner=_owner_of(md.parent))
 
 
 def schema_validator(tasks_dir: Path) -> Callable[[dict[str, Any]], list[str]] | None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from launcher.core.repos import Repositories
     from launcher.core.run import RunDeps, RunService
     from launcher.core.tasks import TaskService
-    from launcher.models import TaskRecord
+    from launcher.models import CaseLayoutFound, TaskRecord
     from launcher.settings import LauncherConfig, Layout
 
 
@@ -90,7 +90,25 @@ class Application:
         from launcher.adapters.taskfiles import TaskFiles, schema_validator
 
         tasks_dir = self.layout.tasks_dir
-        return TaskFiles(tasks_dir, self.layout.locks_dir, self.store, schema_validator(tasks_dir))
+        return TaskFiles(
+            tasks_dir,
+            self.layout.locks_dir,
+            self.store,
+            schema_validator(tasks_dir),
+            repo_local_dir=self.repo_local_tasks_dir,
+        )
+
+    def repo_local_tasks_dir(self, task: TaskRecord) -> Path | None:
+        """Where today's case keeps a new task of ``task``'s repository, by [case].layout."""
+        from launcher.core.case_layout import new_task_dir
+
+        return new_task_dir(self.config.case.layout, task.repo_path)
+
+    @cached_property
+    def case_data_dir(self) -> Path | None:
+        from launcher.adapters.projects import case_data_dir
+
+        return case_data_dir(self.config.case.data_dir, os.environ)
 
     @cached_property
     def tasks(self) -> TaskService:
@@ -107,6 +125,7 @@ class Application:
     def run_deps(self, store: Coordinator) -> RunDeps:
         """What runs on ``store`` are made with; batch workers each pass a connection of their own."""
         from launcher.adapters.ca_bundle import CaFiles
+        from launcher.adapters.case_state import CaseStateFiles
         from launcher.adapters.docker import entry_script_path, install_entry_script
         from launcher.adapters.docker.image_builder import DockerImageBuilder
         from launcher.adapters.docker.sandbox import DockerSandbox
@@ -119,7 +138,13 @@ class Application:
         from launcher.core.run import RunDeps
 
         layout = self.layout
-        files = TaskFiles(layout.tasks_dir, layout.locks_dir, store, schema_validator(layout.tasks_dir))
+        files = TaskFiles(
+            layout.tasks_dir,
+            layout.locks_dir,
+            store,
+            schema_validator(layout.tasks_dir),
+            repo_local_dir=self.repo_local_tasks_dir,
+        )
         sandbox = DockerSandbox()
         marks = FolderMarks(layout.marks_dir)
         return RunDeps(
@@ -151,6 +176,9 @@ class Application:
             image_builder=DockerImageBuilder(
                 layout.state_dir / "image-checks", root=self.root, progress=lambda line: print(line, file=sys.stderr)
             ),
+            case_state=CaseStateFiles(),
+            case_data_dir=self.case_data_dir,
+            project_entry=self.projects.entry,
         )
 
     def open_repo(self, path: str) -> Repository:
@@ -207,7 +235,15 @@ class Application:
     def projects(self) -> Projects:
         from launcher.adapters.projects import Projects
 
-        return Projects.load(self.root)
+        return Projects.load(self.root, self.case_data_dir)
+
+    def case_layouts(self) -> list[CaseLayoutFound]:
+        """Which layouts of case hold task files under this root and in its repositories."""
+        from launcher.adapters import harness
+
+        projects = self.projects
+        repos = {name: path for name in projects.names if (path := projects.path_of(name)).is_dir()}
+        return harness.layouts_found(self.layout.tasks_dir, repos)
 
     def reconcile(self, *, full: bool) -> AdoptionReport:
         """Adopt task files launcher has not seen; with ``full``, also import hand edits."""

@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from launcher.core.case_layout import era_of_file, parse_current_id
 from launcher.core.ports import Coordinator, TaskFilesPort
 from launcher.core.slugs import TASK_ID_RE
-from launcher.core.transitions import TaskStatus
+from launcher.core.transitions import statuses_of
 from launcher.errors import LauncherError, NotFoundError, TransitionConflictError
 from launcher.models import AdoptedTask
 
@@ -107,10 +108,16 @@ class Adopter:
         if not isinstance(doc, dict):
             report.invalid.append(Problem(path=item.path, error="not a JSON object"))
             return None
-        try:
-            TaskStatus(str(doc.get("status")))
-        except ValueError:
-            report.invalid.append(Problem(path=item.path, error=f"unknown status {doc.get('status')!r}"))
+        era = era_of_file(item.path)
+        known = statuses_of(era)
+        if doc.get("status") not in {status.value for status in known}:
+            report.invalid.append(
+                Problem(
+                    path=item.path,
+                    error=f"unknown status {doc.get('status')!r} for a task of the {era.value} layout "
+                    f"(its statuses: {', '.join(s.value for s in known)})",
+                )
+            )
             return None
         return doc
 
@@ -125,11 +132,21 @@ class Adopter:
         stem = Path(item.path).name.removesuffix(".task.json")
         task_id = doc.get("id") if isinstance(doc.get("id"), str) else stem
         named_repo = doc.get("repo") if isinstance(doc.get("repo"), str) else None
-        parsed = parse_id(str(task_id), named_repo)
-        if parsed is None:
-            report.invalid.append(Problem(path=item.path, error=f"id {task_id!r} is not <repo>-<N>-<slug>"))
-            return
-        prefix, number, slug = parsed
+        current_slug = parse_current_id(str(task_id), named_repo) if named_repo else None
+        if current_slug is not None:
+            # Today's case makes IDs from a timestamp, not a number: the ID is its own prefix, so
+            # it reserves no number launcher would hand out, and no launcher ID can equal it.
+            prefix, number, slug = str(task_id), 1, current_slug
+        else:
+            parsed = parse_id(str(task_id), named_repo)
+            if parsed is None:
+                report.invalid.append(
+                    Problem(
+                        path=item.path, error=f"id {task_id!r} is neither <repo>-<N>-<slug> nor <repo>-<base36>-<slug>"
+                    )
+                )
+                return
+            prefix, number, slug = parsed
         repo = doc.get("repo") if isinstance(doc.get("repo"), str) else prefix
         md = Path(item.path).with_name(f"{stem}.md")
         title = self.read_md_title(md) or slug or str(task_id)

@@ -116,6 +116,18 @@ def effective_settings(
     _fields(add, "network", network, file_origin, skip={"mode"} if run.network is not None else set())
     _fields(add, "publish", config.publish, file_origin)
 
+    # -- [case]: the data dir as case itself finds it when launcher.toml names none -----------
+    case = config.case
+    _fields(add, "case", case, file_origin, skip={"data_dir"})
+    if "data_dir" in case.model_fields_set:
+        add("case.data_dir", case.data_dir, from_file, file_origin)
+    elif env.get("CASE_DATA_DIR"):
+        add("case.data_dir", env["CASE_DATA_DIR"], "env", "CASE_DATA_DIR")
+    elif env.get("XDG_CONFIG_HOME"):
+        add("case.data_dir", f"{env['XDG_CONFIG_HOME']}/case", "env", "XDG_CONFIG_HOME, as case reads it")
+    else:
+        add("case.data_dir", f"{env.get('HOME', '~')}/.config/case", "default", "case's own: ~/.config/case")
+
     # -- [agent]: default, then every profile (built in, or launcher.toml's table) ------------
     agent = config.agent
     if "default" in agent.model_fields_set:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from launcher.core.slugs import make_task_id
-from launcher.core.transitions import RunState, TaskStatus, check_legal
+from launcher.core.transitions import CaseEra, RunState, TaskStatus, check_legal
 from launcher.errors import FencedOutError, InvalidInputError, TransitionConflictError
 
 # A short ref's number is looked up as an integer: at most 18 digits always fits the 64-bit
@@ -100,15 +100,17 @@ def check_adoption(task_id: str, file_path: str, number: int, *, known: bool, ho
         )
 
 
-def check_transition(task_id: str, current: TaskStatus, expected: TaskStatus, target: TaskStatus) -> None:
-    """Compare-and-set on the task status, then the legal-transition table."""
+def check_transition(
+    task_id: str, current: TaskStatus, expected: TaskStatus, target: TaskStatus, era: CaseEra = CaseEra.HARNESS
+) -> None:
+    """Compare-and-set on the task status, then the legal-transition table of the task's era."""
     if current != expected:
         raise TransitionConflictError(
             f"task {task_id} is {current.value}, not {expected.value}: someone else changed it first",
             actual=current.value,
             expected=expected.value,
         )
-    check_legal(current, target)
+    check_legal(current, target, era)
 
 
 def transitioned_doc(doc: Mapping[str, Any], target: TaskStatus) -> dict[str, Any]:

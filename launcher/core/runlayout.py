@@ -14,6 +14,8 @@ CONTAINER_OUT = "/launcher/out"
 CONTAINER_ENTRY = "/launcher/entry.sh"
 CONTAINER_CASE_ROOT = "/case"
 CONTAINER_HOME = "/home/agent"
+# CASE_DATA_DIR of a run of today's case's task: its own config.json and projects.json.
+CONTAINER_CASE_DATA = "/launcher/case-data"
 # In the worktrees folder, ``.trash-<holder>-<random>``: a worktree taken out of its repository,
 # being deleted. One folder each, none shared, so nothing is left once it is gone; gc deletes
 # what a killed launcher left.

@@ -1,7 +1,10 @@
-"""case's task status machine, and launcher's own run state machine.
+"""case's task status machines (one per era of case), and launcher's own run state machine.
 
-The task table mirrors case's ``scripts/task-status.sh`` (March 2026) plus the later
-``approving``/``evaluating`` review step, so tasks from either case version stay legal.
+case changed its table once it moved task state into the target repository, so a task's legal
+moves follow the era its file belongs to (``CaseEra``): tasks under the case root follow case's
+``scripts/task-status.sh`` (March 2026) plus the ``approving``/``evaluating`` review step that
+versions of that layout added; tasks in a repository's ``.case/`` follow ``src/commands/status.ts``
+of workos/case at 30b1fa1, verbatim.
 """
 
 from __future__ import annotations
@@ -24,8 +27,17 @@ class TaskStatus(StrEnum):
     MERGED = "merged"
 
 
+class CaseEra(StrEnum):
+    """Which layout of case a task's files follow."""
+
+    # workos/case at 3aa5f23 and the versions like it: tasks/active/ under the case root, shell scripts.
+    HARNESS = "harness"
+    # workos/case at 30b1fa1: <repo>/.case/tasks/active/, config under CASE_DATA_DIR, the `ca` CLI.
+    REPO_LOCAL = "repo-local"
+
+
 _T = TaskStatus
-TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+HARNESS_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     _T.ACTIVE: frozenset({_T.IMPLEMENTING}),
     _T.IMPLEMENTING: frozenset({_T.VERIFYING, _T.ACTIVE}),
     _T.VERIFYING: frozenset({_T.REVIEWING, _T.CLOSING, _T.IMPLEMENTING}),
@@ -36,6 +48,27 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
     _T.PR_OPENED: frozenset({_T.PR_OPENED, _T.MERGED}),
     _T.MERGED: frozenset(),
 }
+# status.ts has no `approving`: a task in that status is not of this era (adoption refuses it).
+REPO_LOCAL_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    _T.ACTIVE: frozenset({_T.IMPLEMENTING}),
+    _T.IMPLEMENTING: frozenset({_T.VERIFYING, _T.ACTIVE}),
+    _T.VERIFYING: frozenset({_T.REVIEWING, _T.EVALUATING, _T.CLOSING, _T.IMPLEMENTING}),
+    _T.REVIEWING: frozenset({_T.EVALUATING, _T.CLOSING, _T.VERIFYING}),
+    _T.EVALUATING: frozenset({_T.CLOSING, _T.IMPLEMENTING, _T.VERIFYING, _T.REVIEWING}),
+    _T.CLOSING: frozenset({_T.PR_OPENED, _T.VERIFYING}),
+    _T.PR_OPENED: frozenset({_T.PR_OPENED, _T.MERGED}),
+    _T.MERGED: frozenset(),
+}
+TRANSITIONS: Mapping[CaseEra, Mapping[TaskStatus, frozenset[TaskStatus]]] = {
+    CaseEra.HARNESS: HARNESS_TRANSITIONS,
+    CaseEra.REPO_LOCAL: REPO_LOCAL_TRANSITIONS,
+}
+# Kept for callers that know no era: the harness table, launcher's behaviour before eras.
+TASK_TRANSITIONS = HARNESS_TRANSITIONS
+
+
+def statuses_of(era: CaseEra) -> frozenset[TaskStatus]:
+    return frozenset(TRANSITIONS[era])
 
 
 def parse_status(value: str) -> TaskStatus:
@@ -46,16 +79,25 @@ def parse_status(value: str) -> TaskStatus:
         raise InvalidInputError(f"unknown task status {value!r}; known statuses: {known}") from None
 
 
-def is_legal(current: TaskStatus, target: TaskStatus) -> bool:
-    return target in TASK_TRANSITIONS[current]
+def is_legal(current: TaskStatus, target: TaskStatus, era: CaseEra = CaseEra.HARNESS) -> bool:
+    return target in TRANSITIONS[era].get(current, frozenset())
 
 
-def check_legal(current: TaskStatus, target: TaskStatus) -> None:
-    if not is_legal(current, target):
-        allowed = ", ".join(sorted(s.value for s in TASK_TRANSITIONS[current])) or "none"
+def check_legal(current: TaskStatus, target: TaskStatus, era: CaseEra = CaseEra.HARNESS) -> None:
+    if not is_legal(current, target, era):
+        table = TRANSITIONS[era]
+        if current not in table:
+            raise IllegalTransitionError(
+                f"status {current.value} is not one of this task's case ({era.value} layout): "
+                f"its statuses are {', '.join(s.value for s in table)}",
+                current=current.value,
+                target=target.value,
+            )
+        allowed = ", ".join(sorted(s.value for s in table[current])) or "none"
+        whose = " of today's case (repo-local .case/)" if era is CaseEra.REPO_LOCAL else ""
         raise IllegalTransitionError(
             f"illegal transition {current.value} -> {target.value}; from {current.value} the legal "
-            f"targets are: {allowed}",
+            f"targets{whose} are: {allowed}",
             current=current.value,
             target=target.value,
         )

@@ -6,10 +6,11 @@ from launcher.models.doctor import CheckResult, CheckStatus
 from launcher.models.pool import PoolSlot, WarmingSlot
 from launcher.models.runs import NewRun, RunEventRecord, RunOwner, RunRecord
 from launcher.models.sandbox import ContainerInfo, MountSpec, NetworkInfo, SandboxSpec
-from launcher.models.tasks import AdoptedTask, NewTask, TaskRecord, TransitionRecord
+from launcher.models.tasks import AdoptedTask, CaseLayoutFound, NewTask, TaskRecord, TransitionRecord
 
 __all__ = [
     "AdoptedTask",
+    "CaseLayoutFound",
     "CheckResult",
     "CheckStatus",
     "ContainerInfo",

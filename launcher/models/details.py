@@ -122,6 +122,24 @@ class TaskChangeReport(BaseModel):
         "(the run is superseded): field names, and status:<target>",
     )
     markers: dict[str, dict[str, str]] = Field(default_factory=dict, description="case's marker files found")
+    carried_back: list[str] = Field(
+        default_factory=list,
+        description="today's case: files of the run's .case/ written into the main checkout's .case/ "
+        "(new event logs, changed markers, run-log.jsonl lines), as paths under .case/",
+    )
+    not_carried: list[str] = Field(
+        default_factory=list, description="today's case: what of the run's .case/ was not carried back, and why"
+    )
+
+
+class CaseScopeDetails(Recorded):
+    """What of the main checkout's .case/ a run of today's case was given (to tell its new files)."""
+
+    case_dir: str = Field(description="the main checkout's .case/ folder the task's state lives in")
+    task_file: str = Field(description="the task file's name in .case/tasks/active/")
+    run_log_size: int = Field(default=0, description="bytes of run-log.jsonl copied in (0: none)")
+    run_log_sha256: str | None = None
+    copied_in: list[str] = Field(default_factory=list, description="files copied in, as paths under .case/")
 
 
 class AgentArtifacts(Recorded):
@@ -276,6 +294,9 @@ class RunDetails(Recorded):
     # prepared
     task_snapshot: dict[str, Any] | None = Field(default=None, description="the task document the run started from")
     task_version: int | None = None
+    case_scope: CaseScopeDetails | None = Field(
+        default=None, description="today's case (repo-local .case/): what the run's own .case/ started from"
+    )
     pool_slot: str | None = Field(default=None, description="the warm pool slot the run took")
     pool_base_sha: str | None = None
     egress: EgressDetails | None = None

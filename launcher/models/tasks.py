@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from launcher.core.transitions import TaskStatus
+from launcher.core.transitions import CaseEra, TaskStatus
 from launcher.models.common import Frozen
 
 _REPO_URL = "the repository's remote URL, credentials stripped: where another machine clones it from"
@@ -81,3 +81,15 @@ class TransitionRecord(Frozen):
     reason: str | None
     actor: str
     at: datetime
+
+
+class CaseLayoutFound(Frozen):
+    """A layout of case whose task files `launcher init` found."""
+
+    era: CaseEra = Field(
+        description="harness: tasks/ under the case root (case at 3aa5f23); repo-local: "
+        "<repo>/.case/tasks/ (case at 30b1fa1)"
+    )
+    where: list[str] = Field(description="the folders holding its task files")
+    task_files: int
+    repos: list[str] = Field(default_factory=list, description="repo-local: the repositories that have it")

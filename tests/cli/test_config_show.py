@@ -97,7 +97,7 @@ def test_the_text_table_is_aligned_and_grouped(root: Path) -> None:
     assert timeout.index("default") == lines[0].index("SOURCE")
     # A blank line between sections, none inside one.
     groups = [[line.split()[0].split(".")[0] for line in block.splitlines()] for block in result.stdout.split("\n\n")]
-    assert [g[0] for g in groups[1:]] == ["coordinator", "run", "network", "publish", "agent", "repos", "image"]
+    assert [g[0] for g in groups[1:]] == ["coordinator", "run", "network", "publish", "case", "agent", "repos", "image"]
     assert all(len(set(g)) == 1 for g in groups[1:])
 
 

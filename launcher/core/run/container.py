@@ -6,12 +6,14 @@ from launcher.core import agents, labels, uids
 from launcher.core.egress import RunNetwork
 from launcher.core.netpolicy import agent_environment
 from launcher.core.ports import RepoPort
+from launcher.core.run.case_scope import case_data_mounts, is_repo_local
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.harness import harness_mounts
 from launcher.core.run.include import CONTAINER_INCLUDE
 from launcher.core.run.request import RunPlan
 from launcher.core.run.trust import run_trust
 from launcher.core.runlayout import (
+    CONTAINER_CASE_DATA,
     CONTAINER_CASE_ROOT,
     CONTAINER_ENTRY,
     CONTAINER_GIT_DIR,
@@ -79,6 +81,8 @@ def agent_env(
         "HOME": CONTAINER_HOME,
         **secret_env(plan.secrets, as_files=secret_files),
     }
+    if is_repo_local(task):
+        env["CASE_DATA_DIR"] = CONTAINER_CASE_DATA
     if network is not None:
         proxy_env, forge_rewrites = agent_environment(plan.egress, network.subnet.proxy_ip)
         env.update(proxy_env)
@@ -199,6 +203,7 @@ def container_spec(
         MountSpec(target=CONTAINER_OUT, source=str(paths.out_dir)),
         MountSpec(target=CONTAINER_ENTRY, source=str(deps.entry_script), read_only=True),
         *(harness_mounts(deps, project, paths) if project is not None else []),
+        *(case_data_mounts(paths) if project is not None else []),
         *extra_mounts,
     ]
     if network is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from launcher.core.egress import RunEgress
 from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
+from launcher.core.ports.case_state import CaseStatePort
 from launcher.core.ports.harness import HarnessViewPort
 from launcher.core.ports.images import ImageBuilderPort
 from launcher.core.ports.marks import FolderMarksPort, NoMarks
@@ -68,6 +70,12 @@ class RunDeps:
     pool: PoolSlotsPort | None = None
     # Which worktree and sandbox folders launcher made: gc removes no other. NoMarks: none.
     marks: FolderMarksPort = field(default_factory=NoMarks)
+    # Today's case (tasks in <repo>/.case/): the host's reads and writes of that state, case's
+    # data dir on this host (its config.json seeds each run's), and a repository's projects.json
+    # entry. None: tasks of that layout cannot run here.
+    case_state: CaseStatePort | None = None
+    case_data_dir: Path | None = None
+    project_entry: Callable[[str], dict[str, Any] | None] | None = None
 
     def paths(self, run: RunRecord) -> RunPaths:
         return RunPaths.of(run.id, Path(run.worktree), self.state_dir)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from launcher.core.transitions import TaskStatus, is_legal
+from launcher.core.transitions import CaseEra, TaskStatus, is_legal
 from launcher.models.details import AgentResult, AgentResultReport, TaskChangeReport
 
 MARKER_NAMES = ("tested", "reviewed", "manual-tested")
@@ -35,9 +35,13 @@ def parse_marker(data: bytes) -> dict[str, str]:
 
 
 def judge_task_changes(
-    snapshot: dict[str, Any], requested: dict[str, Any], markers: dict[str, dict[str, str]]
+    snapshot: dict[str, Any],
+    requested: dict[str, Any],
+    markers: dict[str, dict[str, str]],
+    era: CaseEra = CaseEra.HARNESS,
 ) -> tuple[dict[str, Any], TaskStatus | None, TaskChangeReport]:
-    """Return (accepted field updates, accepted status target, report) for a run's task copy."""
+    """Return (accepted field updates, accepted status target, report) for a run's task copy,
+    judged by the rules of the task's era of case."""
     report = TaskChangeReport()
     updates: dict[str, Any] = {}
     target: TaskStatus | None = None
@@ -47,7 +51,7 @@ def judge_task_changes(
             continue
         if key == "status":
             report.requested_status = str(after)
-            target = _judge_status(before, after, report)
+            target = _judge_status(before, after, report, era)
         elif key in READ_ONLY:
             report.refused.append(f"{key}: read-only field changed from {before!r} to {after!r}")
         elif key in EVIDENCE:
@@ -72,14 +76,15 @@ def judge_task_changes(
     return updates, target, report
 
 
-def _judge_status(before: Any, after: Any, report: TaskChangeReport) -> TaskStatus | None:
+def _judge_status(before: Any, after: Any, report: TaskChangeReport, era: CaseEra) -> TaskStatus | None:
     try:
         current, wanted = TaskStatus(before), TaskStatus(after)
     except ValueError:
         report.refused.append(f"status: unknown status {after!r}")
         return None
-    if not is_legal(current, wanted):
-        report.refused.append(f"status: illegal transition {current.value} -> {wanted.value}")
+    if not is_legal(current, wanted, era):
+        whose = " (today's case, repo-local .case/)" if era is CaseEra.REPO_LOCAL else ""
+        report.refused.append(f"status: illegal transition {current.value} -> {wanted.value}{whose}")
         return None
     return wanted
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from launcher.core.egress import RunNetwork
+from launcher.core.run.case_scope import is_repo_local
 from launcher.core.run.container import agent_env
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.request import RunPlan
@@ -32,7 +33,8 @@ def start_from_pool(
     run's output is attached there, so it starts with the agent's first byte).
     """
     slots = deps.pool
-    if slots is None or not plan.pool:
+    # A slot's scope is written inside its container; today's case's needs the host (case_scope).
+    if slots is None or not plan.pool or is_repo_local(plan.task):
         return None
     for slot in slots.ready():
         if not slot_fits(deps, slot, plan):

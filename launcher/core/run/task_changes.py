@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Any
 
+from launcher.core.case_layout import CASE_DIR, TASKS_ACTIVE
 from launcher.core.coordination import check_fence
+from launcher.core.run.case_scope import carry_back
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.judge import MARKER_NAMES, judge_task_changes, parse_agent_result, parse_marker
 from launcher.core.runlayout import RunPaths
-from launcher.core.transitions import TaskStatus
+from launcher.core.transitions import CaseEra, TaskStatus
 from launcher.errors import FencedOutError, LauncherError, TransitionConflictError
 from launcher.models import RunRecord
 from launcher.models.details import AgentResultReport, TaskChangeReport
@@ -31,13 +34,33 @@ def apply_task_changes(
     deps: RunDeps, run: RunRecord, paths: RunPaths, *, fence: int | None = None
 ) -> TaskChangeReport | None:
     """Judge and apply what the run asked of its task; with ``fence`` (its claim's token) only
-    while the task is still at that claim."""
+    while the task is still at that claim. A run of today's case's task also has its ``.case/``
+    carried back into the main checkout (``case_scope``)."""
     snapshot = run.details.task_snapshot
     if not isinstance(snapshot, dict):
         return None
-    raw = deps.workspace.read_in(
+    report = _judge_and_apply(deps, run, paths, snapshot, fence)
+    if run.details.case_scope is not None:
+        carry_back(deps, run, paths, report, fence=fence)
+    return report
+
+
+def _task_copy(deps: RunDeps, run: RunRecord, paths: RunPaths) -> bytes | None:
+    scope = run.details.case_scope
+    if scope is not None:
+        # Today's case: the copy is where `ca` in the run writes it, in the worktree's own .case/.
+        return deps.workspace.read_in(
+            paths.worktree, [CASE_DIR, *TASKS_ACTIVE, scope.task_file], max_bytes=TASK_COPY_MAX_BYTES
+        )
+    return deps.workspace.read_in(
         paths.sandbox, ["tasks", "active", f"{run.task_id}.task.json"], max_bytes=TASK_COPY_MAX_BYTES
     )
+
+
+def _judge_and_apply(
+    deps: RunDeps, run: RunRecord, paths: RunPaths, snapshot: dict[str, Any], fence: int | None
+) -> TaskChangeReport:
+    raw = _task_copy(deps, run, paths)
     if raw is None:
         return TaskChangeReport(refused=["the run's task file copy is missing"])
     try:
@@ -47,7 +70,8 @@ def apply_task_changes(
     if not isinstance(requested, dict):
         return TaskChangeReport(refused=["the run's task file copy is not a JSON object"])
     markers = read_markers(deps, run, paths)
-    updates, target, report = judge_task_changes(snapshot, requested, markers)
+    era = CaseEra.REPO_LOCAL if run.details.case_scope is not None else CaseEra.HARNESS
+    updates, target, report = judge_task_changes(snapshot, requested, markers, era)
     report.markers = markers
     store, actor = deps.store, f"run:{run.id}"
     current = store.get_task(run.task_id)

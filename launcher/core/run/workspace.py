@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from launcher.core.ports import RepoPort
+from launcher.core.run.case_scope import data_dir_folder, is_repo_local, write_repo_local_scope
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.request import RunPlan
 from launcher.core.runlayout import PrivateGitSpec, RunPaths
@@ -61,8 +62,13 @@ def write_task_scope(deps: RunDeps, task: TaskRecord, run: RunRecord, paths: Run
     ws, step = deps.workspace, deps.checkpoint
     task, task_json, task_md = read_task_files(deps, task)
     step("before:scope")
-    ws.write_tasks_view(paths, task.id, task_json, task_md, deps.tasks_dir)
-    ws.write_case_scope(paths.worktree, task.id, task_json)
+    if is_repo_local(task):
+        # Today's case: the task copy lives in the worktree's .case/, beside a data dir of its own.
+        ws.write_tasks_scaffold(paths, deps.tasks_dir)
+        write_repo_local_scope(deps, task, run, paths, task_json, task_md)
+    else:
+        ws.write_tasks_view(paths, task.id, task_json, task_md, deps.tasks_dir)
+        ws.write_case_scope(paths.worktree, task.id, task_json)
     step("after:scope")
     record_snapshot(deps, run, task)
 
@@ -72,5 +78,7 @@ def give_to_uid(deps: RunDeps, paths: RunPaths, repo: RepoPort, uid: int, gid: i
     ws = deps.workspace
     for top in (paths.worktree, paths.git_dir, paths.out_dir, paths.tasks_view, paths.dotgit):
         ws.chown_tree(top, uid, gid)
+    if data_dir_folder(paths).is_dir():
+        ws.chown_tree(data_dir_folder(paths), uid, gid)
     # The worktree's real .git file stays the repository owner's: it is hidden from the run.
     ws.chown_tree(paths.worktree / ".git", *repo.owner_ids)

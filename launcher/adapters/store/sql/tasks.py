@@ -7,6 +7,7 @@ from typing import Any
 
 from launcher.adapters.store.rows import task_from_row, transition_from_row
 from launcher.adapters.store.sql.dialect import Cursor, Dialect, one
+from launcher.core.case_layout import era_of_file
 from launcher.core.coordination import (
     adopted_status,
     check_adoption,
@@ -147,7 +148,7 @@ class SqlTaskStore(TaskStore):
         def body(cur: Cursor) -> tuple[TaskRecord, TransitionRecord]:
             current = task_row(d, cur, task_id, lock=True)
             check_fence(actor, task_id, fence, current.claims, current.lease_owner)
-            check_transition(task_id, current.status, expected, target)
+            check_transition(task_id, current.status, expected, target, era_of_file(current.file_path))
             moment = d.now(cur)
             now = d.stamp(moment)
             cur.execute(
