@@ -73,7 +73,7 @@ class Figure:
 
     benchmark: str
     name: str
-    unit: Literal["s", "/s", "count"]
+    unit: Literal["s", "/s", "/min", "count"]
     launcher: list[float]
     baseline: list[float] = field(default_factory=list)
     baseline_label: str = ""
@@ -147,6 +147,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:.3f} s"
     if unit == "/s":
         return f"{value:,.0f} /s"
+    if unit == "/min":
+        return f"{value:,.1f} /min"
     return f"{value:g}"
 
 

@@ -31,6 +31,8 @@ FORGE="$NAME-forge"
 FORGE_PORT=8080
 CASE_ROOT_IN_BOX=/srv/case
 READY_TIMEOUT_S="${CLUSTER_READY_TIMEOUT:-120}"
+# The CPUs each box may use (docker --cpus: its engine and its runs share them); empty: no limit.
+BOX_CPUS="${CLUSTER_BOX_CPUS:-}"
 
 usage() {
     cat <<EOF
@@ -40,6 +42,7 @@ usage: scripts/cluster.sh COMMAND [ARGS]     (cluster: \$CLUSTER_NAME, now "$NAM
                        (PostgreSQL), the forge (with repository $DEMO_REPO.git) and N boxes;
                        print NAME=value lines (as \`env\`)
   env                  print the running cluster's NAME=value lines again
+  image                build the box image (skipped when unchanged) and print its tag
   box I -- CMD...      run CMD on box I (stdin passed through, exit status kept); on a box,
                        \`launcher\` has the box's case root, coordinator and forge credential
   kill I               docker kill box I: its engine and its runs die with it
@@ -58,7 +61,11 @@ usage: scripts/cluster.sh COMMAND [ARGS]     (cluster: \$CLUSTER_NAME, now "$NAM
 environment: CLUSTER_NAME (default launcher-cluster), CLUSTER_STATE_DIR (default
 \${TMPDIR:-/tmp}/\$CLUSTER_NAME), CLUSTER_IMAGES (images loaded into every box),
 CLUSTER_DB_IMAGE (default launcher/postgres:15), CLUSTER_DEMO_REPO (default demo),
-CLUSTER_STORAGE_DRIVER (the boxes' engines'; default: the engine's choice, overlay2 where it works).
+CLUSTER_STORAGE_DRIVER (the boxes' engines'; default: the engine's choice, overlay2 where it works),
+CLUSTER_BOX_CPUS (CPUs each box may use, e.g. 0.5, as \`docker run --cpus\`: its engine and every
+run on it share them; default: no limit), CLUSTER_BOX_IMAGE (\`up\` starts the boxes and the forge
+from this image as it is, e.g. one \`image\` printed earlier, instead of building one from the
+checkout; default: build).
 EOF
 }
 
@@ -183,6 +190,15 @@ remote = "origin"
 token_env = "FORGE_TOKEN"
 token_user = "$(cat "$STATE_DIR/forge-user")"
 EOF
+    if [ -n "$BOX_CPUS" ]; then
+        # A run may not ask for more CPU than its box has: under cgroup v1 the kernel refuses a
+        # container's CPU quota above its parent's (the box's), and the run would not start.
+        cat <<EOF
+
+[run]
+cpus = $(awk -v c="$BOX_CPUS" 'BEGIN { c += 0; printf "%g", (c < 1 ? c : 1) }')
+EOF
+    fi
 }
 
 # The box engine's storage: a volume, so that it sits on this host's own file system (overlay2
@@ -195,8 +211,10 @@ box_volume() {
 
 create_box() {
     local i="$1" image="$2" name="$NAME-box$1"
+    local limits=()
+    [ -z "$BOX_CPUS" ] || limits=(--cpus "$BOX_CPUS")
     docker create --name "$name" --hostname "$name" --label "$LABEL" --label launcher.cluster.role=box \
-        --label "launcher.cluster.box=$i" \
+        --label "launcher.cluster.box=$i" ${limits[@]+"${limits[@]}"} \
         --cgroupns=private --cap-add ALL --cap-drop SYS_RESOURCE \
         --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
         -e "CLUSTER_STORAGE_DRIVER=${CLUSTER_STORAGE_DRIVER:-}" \
@@ -254,6 +272,7 @@ print_env() {
     echo "COORD_NETWORK=$COORD_NET"
     echo "FORGE_NETWORK=$FORGE_NET"
     echo "STATE_DIR=$STATE_DIR"
+    echo "BOX_IMAGE=$(docker inspect -f '{{.Config.Image}}' "$FORGE" 2>/dev/null || true)"
     echo "BOXES=${boxes% }"
 }
 
@@ -262,11 +281,18 @@ print_env() {
 cmd_up() {
     local n="${1:-}"
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "usage: cluster.sh up N (N >= 1 boxes)"
+    if [ -n "$BOX_CPUS" ] && ! [[ "$BOX_CPUS" =~ ^[0-9]*\.?[0-9]+$ && "$BOX_CPUS" =~ [1-9] ]]; then
+        die "CLUSTER_BOX_CPUS must be a positive number of CPUs (e.g. 0.5 or 2), not '$BOX_CPUS'"
+    fi
     if [ -n "$(docker ps -aq --filter "label=$LABEL")" ]; then
         die "cluster $NAME is already up (or half-made): scripts/cluster.sh down first, or pick another CLUSTER_NAME"
     fi
-    local image
-    image="$(box_image)"
+    local image="${CLUSTER_BOX_IMAGE:-}"
+    if [ -n "$image" ]; then
+        docker image inspect "$image" >/dev/null 2>&1 || die "CLUSTER_BOX_IMAGE $image is not on this engine"
+    else
+        image="$(box_image)"
+    fi
     db_image
     for img in $BOX_IMAGES; do
         docker image inspect "$img" >/dev/null 2>&1 || die "$img is not on this engine: launcher image build"
@@ -349,6 +375,7 @@ main() {
         -h | --help | help | "") usage ;;
         up) cmd_up "$@" ;;
         env) print_env ;;
+        image) box_image && echo ;;
         box)
             local name
             name="$(box_name "${1:-}")"

@@ -110,6 +110,8 @@ class Cluster:
     name: str
     env: dict[str, str] = field(default_factory=dict)
     images: str | None = None  # CLUSTER_IMAGES: what every box gets (default: the script's)
+    box_cpus: float | None = None  # CLUSTER_BOX_CPUS: the CPUs each box may use (default: no limit)
+    box_image: str | None = None  # CLUSTER_BOX_IMAGE: the boxes' image as it is (default: built from the checkout)
     logs_dir: Path | None = None
     batches: list[Batch] = field(default_factory=list)
 
@@ -124,6 +126,10 @@ class Cluster:
         env["CLUSTER_NAME"] = self.name
         if self.images is not None:
             env["CLUSTER_IMAGES"] = self.images
+        if self.box_cpus is not None:
+            env["CLUSTER_BOX_CPUS"] = f"{self.box_cpus:g}"
+        if self.box_image is not None:
+            env["CLUSTER_BOX_IMAGE"] = self.box_image
         return env
 
     def script(
