@@ -33,6 +33,7 @@ class ExitCode:
     CLAIMED = 17  # the task is claimed by a live run elsewhere (another CI job, a batch worker)
     PUBLISH_FAILED = 18  # the run's work is on its local branch, but the push or the pull request failed
     RUN_SUPERSEDED = 19  # a newer claim took the task over while the run lived: its work is kept, not the task's
+    SERVICE_FAILED = 20  # a run's sidecar service did not become healthy: the agent never started
     INTERRUPTED = 130
 
 
@@ -189,6 +190,29 @@ class SubnetInUseError(DockerError):
     """Something else on the engine already uses a run-network subnet: take another slot."""
 
     code = "subnet-in-use"
+
+
+class PortInUseError(DockerError):
+    """Something else on this engine or host already holds a host port: take another."""
+
+    code = "port-in-use"
+
+    def __init__(self, message: str, *, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
+class ServiceFailedError(LauncherError, RuntimeError):
+    """A run's sidecar service did not become healthy in time (or exited): the run ends before its
+    agent starts, and that is the service's failure, not the agent's."""
+
+    exit_code = ExitCode.SERVICE_FAILED
+    code = "service-failed"
+
+    def __init__(self, message: str, *, service: str, log: str | None = None) -> None:
+        super().__init__(message)
+        self.service = service
+        self.log = log
 
 
 class ImageNotFoundError(DockerError, LookupError):

@@ -26,6 +26,33 @@ DEFAULT_RECONNECT_SECONDS = 30.0
 MAX_RECONNECT_SECONDS = 3600.0
 
 
+class ServiceSettings(BaseModel):
+    """[run.services.NAME] in launcher.toml: a sidecar container on the run's own network (a database,
+    a cache), started before the agent and reachable from it as ``NAME:PORT``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(description="the service's image (present on the engine: launcher pulls nothing)")
+    env: dict[str, str] = Field(default_factory=dict, description="its variables (not secrets: they are in its config)")
+    command: list[str] = Field(default_factory=list, description="its command (default: the image's)")
+    healthcheck: list[str] = Field(
+        default_factory=list,
+        description="a command that exits 0 once the service is ready (run in it, `sh -c` for one string); "
+        "default: the image's HEALTHCHECK, else ready once started",
+    )
+    health_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds it gets to become healthy; past them the run fails"
+    )
+    tmpfs: list[str] = Field(
+        default_factory=list, description="writable scratch folders (its root file system is read-only); /tmp always"
+    )
+    user: str | None = Field(
+        default=None,
+        description="uid[:gid] it runs as; default: the image's user when that is not root, else the run's uid",
+    )
+    auto: bool = Field(default=True, description="started for every run; false: only with --service NAME")
+
+
 class RunDefaults(BaseModel):
     """[run] in launcher.toml: defaults for every run, each overridable on the command line."""
 
@@ -94,6 +121,14 @@ class RunDefaults(BaseModel):
         description="untracked files (paths relative to the repository) copied from the main checkout into "
         "each run's worktree: never committed, their values redacted in logs",
     )
+    ports: dict[str, int | str] = Field(
+        default_factory=dict,
+        description='[run.ports] NAME = CONTAINER_PORT (or "SERVICE:PORT", or "": the leased port itself): '
+        "a host port leased on 127.0.0.1 for every run, PORT_<NAME> in the agent's environment",
+    )
+    services: dict[str, ServiceSettings] = Field(
+        default_factory=dict, description="[run.services.NAME] tables: sidecar containers on the run's network"
+    )
 
 
 class CoordinatorSettings(BaseModel):
@@ -135,6 +170,10 @@ class NetworkSettings(BaseModel):
     )
     proxy_idle: float = Field(
         default=600.0, ge=0, description="seconds with no run before the egress proxy exits by itself; 0: never"
+    )
+    port_range: str = Field(
+        default="28000-28999",
+        description="LOW-HIGH: the host ports (on 127.0.0.1) runs' --port leases come from, one per name per run",
     )
 
 
@@ -185,6 +224,12 @@ class AgentProfile(BaseModel):
     presets: list[str] = Field(default_factory=list, description="host presets the agent's runs may reach")
     allow: list[str] = Field(default_factory=list, description="hosts the agent's runs may reach")
     setup: list[str] = Field(default_factory=list, description="commands run before the agent, after [run].setup")
+    ports: dict[str, int | str] = Field(
+        default_factory=dict, description="ports leased for the agent's runs, as [run.ports] (added to them)"
+    )
+    services: list[str] = Field(
+        default_factory=list, description="[run.services] names started for the agent's runs (as --service)"
+    )
 
 
 class AgentSettings(BaseModel):

@@ -176,6 +176,7 @@ class Application:
             image_builder=DockerImageBuilder(
                 layout.state_dir / "image-checks", root=self.root, progress=lambda line: print(line, file=sys.stderr)
             ),
+            sidecars=sandbox,
             case_state=CaseStateFiles(),
             case_data_dir=self.case_data_dir,
             project_entry=self.projects.entry,

@@ -67,6 +67,15 @@ def batch(
     sparse: list[str] = typer.Option(
         None, "--sparse", metavar="DIR", help="Check out only these folders in every run (see `run --help`)."
     ),
+    port: list[str] = typer.Option(
+        None,
+        "--port",
+        metavar="NAME[=[SERVICE:]PORT]",
+        help="Lease a host port on 127.0.0.1 for every run (each run its own; see `run --help`). Repeatable.",
+    ),
+    service_names: list[str] = typer.Option(
+        None, "--service", metavar="NAME", help="Start [run.services.NAME] for every run (see `run --help`)."
+    ),
     push: bool = typer.Option(
         None, "--push/--no-push", help="The host pushes every run's branch after harvest (see `run --help`)."
     ),
@@ -109,6 +118,8 @@ def batch(
         presets=preset or [],
         api_keys=api_key or [],
         sparse=sparse or [],
+        ports=port or [],
+        services=service_names or [],
         push=push,
         remote=remote,
         pr=pr,

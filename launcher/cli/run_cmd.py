@@ -153,6 +153,20 @@ def run(
         "--concurrent",
         help="Run even while another live run (another CI job, a batch worker) holds the task's claim.",
     ),
+    port: list[str] = typer.Option(
+        None,
+        "--port",
+        metavar="NAME[=[SERVICE:]PORT]",
+        help="Lease a host port on 127.0.0.1 for the run: the agent listens on $PORT_<NAME> (the first also "
+        "$PORT; =PORT: that container port; =SERVICE:PORT: a service's). `ps` shows NAME -> URL. Repeatable.",
+    ),
+    service_names: list[str] = typer.Option(
+        None,
+        "--service",
+        metavar="NAME",
+        help="Start [run.services.NAME] of launcher.toml on the run's network before the agent (reachable as "
+        "NAME:PORT); services with auto = true start anyway. Repeatable.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
     ),
@@ -165,7 +179,8 @@ def run(
     16 exceeded (stopped at its disk budget), 17 claimed (another live run holds the task;
     --concurrent runs anyway), 18 publish failed (the work is on the local branch; `launcher
     push RUN` retries), 19 superseded (a newer claim took the task over while it ran: its work
-    is kept on its branch, but it is not the task's result).
+    is kept on its branch, but it is not the task's result), 20 a service did not become healthy
+    (the agent never started).
 
     Examples:
 
@@ -237,6 +252,8 @@ def run(
         agent=chosen[0] if chosen else None,
         profile=profile,
         prompt=text,
+        ports=port,
+        services=service_names,
     )
     if detach:
         from launcher.cli.detach import spawn_supervisor
@@ -323,13 +340,10 @@ def run_view(run: RunRecord) -> Any:
 def report(record: RunRecord, as_json: bool) -> None:
     """The finished run (as JSON, or a few lines on stderr); exits with its state's code."""
     from launcher.core.run.publish import publish_problem
-    from launcher.errors import ExitCode, exit_code_of_run
+    from launcher.core.run_view import exit_status
 
-    status = exit_code_of_run(record.state.value)
+    status = exit_status(record)
     unpublished = publish_problem(record)
-    if unpublished and status == ExitCode.OK:
-        # The agent's work is on its local branch, but it did not leave the box as asked.
-        status = ExitCode.PUBLISH_FAILED
     if as_json:
         emit_json(run_view(record))
         raise typer.Exit(status)
@@ -356,6 +370,8 @@ def report(record: RunRecord, as_json: bool) -> None:
         )
     if details.log_error:
         say(f"the log may be incomplete: {details.log_error}")
+    for leased in details.ports or []:
+        say(f"port {leased.name} -> {leased.url} (released)")
     egress = details.egress
     if egress is not None and (egress.denied or egress.allowed):
         from launcher.core.netpolicy import describe_egress

@@ -27,12 +27,13 @@ def wait(
 
     Exit status: the first non-zero status of the runs, in the order given, each as `launcher run`
     exits for it (0 exited, 10 failed, 11 timed-out, 12 cancelled, 13 lost, …; 18 when its push
-    failed); the agent's own exit code is printed, not used (it would collide with launcher's codes).
+    failed, 20 when a service of it never became healthy); the agent's own exit code is printed,
+    not used (it would collide with launcher's codes).
     1 when --timeout passed first (the runs still live are printed with their state).
     """
-    from launcher.core.run.publish import publish_problem
+    from launcher.core.run_view import exit_status
     from launcher.core.transitions import TERMINAL_RUN_STATES
-    from launcher.errors import ExitCode, exit_code_of_run
+    from launcher.errors import ExitCode
 
     store = app_of(ctx).read_only().store
     records = [store.get_run(run_id) for run_id in run_ids]  # an unknown run fails now, not after the others
@@ -58,8 +59,6 @@ def wait(
         typer.echo(f"launcher: {len(live)} run(s) still live after {timeout:g}s", err=True)
         raise typer.Exit(ExitCode.FAILURE)
     for record in records:
-        code = exit_code_of_run(record.state.value)
-        if code == ExitCode.OK and publish_problem(record):
-            code = ExitCode.PUBLISH_FAILED
+        code = exit_status(record)
         if code != ExitCode.OK:
             raise typer.Exit(code)

@@ -86,6 +86,8 @@ class BatchOptions(BaseModel):
     presets: list[str] = Field(default_factory=list)
     api_keys: list[str] = Field(default_factory=list)
     sparse: list[str] = Field(default_factory=list, description="folders every run checks out (cone mode)")
+    ports: list[str] = Field(default_factory=list, description="NAME[=[SERVICE:]PORT] every run leases (--port)")
+    services: list[str] = Field(default_factory=list, description="[run.services] every run starts (--service)")
     push: bool | None = Field(default=None, description="the host pushes every run's branch ([publish] push)")
     remote: str | None = None
     pr: bool | None = None
@@ -513,6 +515,8 @@ class Batch:
             presets=o.presets,
             api_keys=o.api_keys,
             sparse=o.sparse,
+            ports=o.ports,
+            services=o.services,
             push=o.push,
             remote=o.remote,
             pr=o.pr,

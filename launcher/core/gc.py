@@ -69,9 +69,25 @@ class GarbageCollector:
         self._slots_in_service = self._pool_slots_in_service()
         self._remove_stray_containers(report)
         self._remove_stray_folders(report)
+        self._release_ports(report)
         if self.deps.egress is not None:
             self._collect_egress(report)
         return report
+
+    def _release_ports(self, report: GcReport) -> None:
+        """Host ports whose run has ended or whose launcher died (after its run was settled above,
+        and its relay removed with the stray containers: the engine has let the port go)."""
+        held: dict[str, list[str]] = {}
+        for port, (run_id, name) in sorted(self.deps.store.port_leases().items()):
+            held.setdefault(run_id, []).append(f"{name}={port}")
+        for run_id, ports in held.items():
+            may_go, why = self._settled(run_id)
+            if may_go:
+                self._act(
+                    report,
+                    GcAction(kind="release-port", target=f"{', '.join(ports)} ({run_id})", reason=why),
+                    partial(self.deps.store.release_ports, run_id),
+                )
 
     # -- warm pool -------------------------------------------------------------------------
 

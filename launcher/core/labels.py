@@ -25,8 +25,13 @@ PROXY_CONFIG = "launcher.proxy-config"  # fingerprint of the proxy's settings an
 IMAGE = "launcher.image"  # on images: the images/ folder it was built from
 CONTENT_HASH = "launcher.content-hash"  # on images: the hash of that folder
 
-Kind = Literal["run", "harvest", "pool", "egress-proxy", "run-network", "pool-network", "check"]
-KINDS: frozenset[str] = frozenset({"run", "harvest", "pool", "egress-proxy", "run-network", "pool-network", "check"})
+# A run's sidecars ("service", "port-relay") carry its run label: gc and `rm` remove them with it.
+Kind = Literal[
+    "run", "harvest", "pool", "egress-proxy", "run-network", "pool-network", "check", "service", "port-relay"
+]
+KINDS: frozenset[str] = frozenset(
+    {"run", "harvest", "pool", "egress-proxy", "run-network", "pool-network", "check", "service", "port-relay"}
+)
 KNOWN: frozenset[str] = frozenset(
     {ROOT, KIND, RUN_ID, TASK_ID, POOL_SLOT, SUBNET, PROXY_IP, PROXY_CONFIG, IMAGE, CONTENT_HASH}
 )

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from launcher.core.transitions import LIVE_RUN_STATES
 from launcher.models import RunRecord
 
 
@@ -55,6 +56,17 @@ def denied(run: RunRecord) -> int | None:
     return None if egress is None else egress.denied_decisions
 
 
+def ports(run: RunRecord) -> dict[str, str]:
+    """Each leased port's name and where the host reaches it; nothing once the run has ended."""
+    if run.state not in LIVE_RUN_STATES:
+        return {}
+    return {p.name: p.url for p in run.details.ports or [] if p.name and p.url}
+
+
+def ports_text(run: RunRecord) -> str:
+    return " ".join(f"{name}→{url}" for name, url in ports(run).items())
+
+
 def pushed(run: RunRecord) -> str:
     """`yes`, `yes+PR#12`, `FAILED` (see `run --json` for why), `-` (nothing to push), or blank."""
     published = run.details.publish
@@ -92,6 +104,7 @@ FIELDS: dict[str, Callable[[RunRecord, datetime], tuple[str, Any]]] = {
     "Repo": lambda r, _n: (r.details.repo or "", r.details.repo),
     "Image": lambda r, _n: (r.image or "", r.image),
     "Attempt": lambda r, _n: (str(r.attempt), r.attempt),
+    "Ports": lambda r, _n: (ports_text(r), ports(r) or None),
 }
 
 
@@ -188,7 +201,22 @@ def matches(run: RunRecord, filters: Mapping[str, list[str]]) -> bool:
 
 # -- the table -----------------------------------------------------------------------------
 
-COLUMNS = ("ID", "Task", "State", "Exit", "Created", "Duration", "Commits", "Result", "Denied", "Branch", "Pushed")
+COLUMNS = (
+    "ID",
+    "Task",
+    "State",
+    "Exit",
+    "Created",
+    "Duration",
+    "Commits",
+    "Result",
+    "Denied",
+    "Branch",
+    "Pushed",
+    "Ports",
+)
+# Shown only when a run in the table has a value: most runs lease no port.
+SPARSE_COLUMNS = frozenset({"Ports"})
 REQUIRED = frozenset({"ID", "Task", "State"})
 HEADERS = {"ID": "RUN"}
 TASK_WIDTH = 40
@@ -198,7 +226,7 @@ GAP = 2
 def fit_columns(rows: list[dict[str, str]], width: int | None) -> list[str]:
     """The table's columns: all of them, or without optional ones until it fits ``width``: first
     those no row has a value in, then the widest."""
-    columns = list(COLUMNS)
+    columns = [c for c in COLUMNS if c not in SPARSE_COLUMNS or any(r[c] for r in rows)]
 
     def column_width(name: str) -> int:
         return max([len(HEADERS.get(name, name))] + [len(r[name]) for r in rows])
@@ -219,3 +247,18 @@ def table_rows(runs: Iterable[RunRecord], now: datetime) -> list[dict[str, str]]
         cells["Task"] = cells["Task"][:TASK_WIDTH]
         rows.append(cells)
     return rows
+
+
+def exit_status(run: RunRecord) -> int:
+    """The exit status a finished run gives `run` and `wait` (README: exit codes): its state's,
+    20 when a service of it never became healthy (the agent never started), 18 when it exited 0
+    but its publish failed."""
+    from launcher.errors import ExitCode, exit_code_of_run
+
+    status = exit_code_of_run(run.state.value)
+    if run.details.service_failure is not None and status == ExitCode.RUN_FAILED:
+        return ExitCode.SERVICE_FAILED
+    publish = run.details.publish
+    if status == ExitCode.OK and publish is not None and publish.error is not None:
+        return ExitCode.PUBLISH_FAILED
+    return status

@@ -62,6 +62,35 @@ class EgressDetails(Recorded):
     log: str | None = Field(default=None, description="the settled decision log: every decision, one JSON line each")
 
 
+class PortDetails(Recorded):
+    """A host port leased for the run: published on 127.0.0.1 only, released when it settles."""
+
+    name: str | None = None
+    host_port: int | None = None
+    container_port: int | None = None
+    service: str | None = Field(default=None, description="the service it leads to; absent: the agent")
+    url: str | None = Field(default=None, description="http://127.0.0.1:<host_port>")
+
+
+class ServiceDetails(Recorded):
+    """A sidecar service of the run, on its network: how far it got, where its log is."""
+
+    name: str | None = None
+    image: str | None = None
+    container: str | None = Field(default=None, description="its container's name on the engine")
+    ip: str | None = None
+    state: str | None = Field(default=None, description="starting, healthy, unhealthy, exited")
+    log: str | None = Field(default=None, description="its output, kept with the run's once it is removed")
+
+
+class ServiceFailureDetails(Recorded):
+    """Set when a service never became healthy: the run ended before its agent started."""
+
+    name: str | None = None
+    reason: str | None = None
+    log: str | None = None
+
+
 class CommitInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -300,6 +329,12 @@ class RunDetails(Recorded):
     pool_slot: str | None = Field(default=None, description="the warm pool slot the run took")
     pool_base_sha: str | None = None
     egress: EgressDetails | None = None
+    ports: list[PortDetails] | None = Field(default=None, description="host ports leased for the run (--port)")
+    port_relay: str | None = Field(default=None, description="the container that publishes them")
+    services: list[ServiceDetails] | None = Field(default=None, description="its sidecar services (--service)")
+    service_failure: ServiceFailureDetails | None = Field(
+        default=None, description="set when a service did not become healthy (exit 20): not the agent's failure"
+    )
     # ran
     oom_killed: bool | None = None
     exceeded: ExceededDetails | None = None

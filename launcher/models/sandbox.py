@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class MountSpec(BaseModel):
@@ -26,10 +26,10 @@ class SandboxSpec(BaseModel):
     image: str
     name: str
     command: list[str]
-    entrypoint: list[str]
+    entrypoint: list[str] | None  # None: the image's own (a service's)
     env: dict[str, str]
     user: str
-    workdir: str
+    workdir: str | None  # None: the image's own (a service's)
     labels: dict[str, str]
     mounts: list[MountSpec]
     writable_tmp: list[str]
@@ -38,6 +38,17 @@ class SandboxSpec(BaseModel):
     cpus: float
     pids_limit: int
     runtime: str | None = None
+    # Its fixed address on ``network`` (a run with services or ports: the relay and the services
+    # find the agent there); None: the engine picks one.
+    ip: str | None = None
+    # Names the container resolves through /etc/hosts (a run's services: its resolver answers nothing).
+    extra_hosts: dict[str, str] = Field(default_factory=dict)
+    # A command that exits 0 once the container is ready (a service's); None: the image's HEALTHCHECK.
+    healthcheck: list[str] | None = None
+    # Container port -> host port, published on 127.0.0.1 only (the port relay's).
+    published: dict[int, int] = Field(default_factory=dict)
+    # Further networks it joins before it starts, each with its fixed address (the port relay: the run's).
+    join: dict[str, str] = Field(default_factory=dict)
 
 
 class ContainerInfo(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.core.transitions import LIVE_RUN_STATES
 from launcher.models.details import PublishDetails
 from launcher.models.runs import RunRecord
 from launcher.models.tasks import TaskRecord, TransitionRecord
@@ -39,6 +40,11 @@ class RunView(RunRecord):
         description="where the host pushed its work (remote without credentials, ref, sha) or why not; "
         "null when it was not asked to publish",
     )
+    ports: dict[str, str] = Field(
+        default_factory=dict,
+        description="each leased port's name and the URL the host reaches it at (127.0.0.1 only), while the run "
+        "lives; what it had is in details.ports",
+    )
 
     @classmethod
     def of(cls, run: RunRecord) -> RunView:
@@ -49,7 +55,15 @@ class RunView(RunRecord):
             else None
         )
         return cls.model_validate(
-            {**run.model_dump(), "log": run.details.log, "egress": egress, "publish": run.details.publish}
+            {
+                **run.model_dump(),
+                "log": run.details.log,
+                "egress": egress,
+                "publish": run.details.publish,
+                "ports": {
+                    p.name: p.url for p in run.details.ports or [] if p.name and p.url and run.state in LIVE_RUN_STATES
+                },
+            }
         )
 
 

@@ -371,7 +371,7 @@ def test_a_version_5_store_gains_the_column_and_keeps_its_tasks(tmp_path: Path) 
     check = sqlite3.connect(path)
     try:
         assert check.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert SCHEMA_VERSION == 6
+        assert SCHEMA_VERSION == 7
     finally:
         check.close()
 

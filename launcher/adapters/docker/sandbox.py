@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from launcher.adapters.docker.client import docker_client, image_id, wait_for_output
+from launcher.adapters.docker.sidecars import DockerSidecars, join_networks, network_args, port_in_use
 from launcher.adapters.faults import fault_point
 from launcher.core import labels
-from launcher.errors import DockerError
+from launcher.errors import DockerError, PortInUseError
 from launcher.models import ContainerInfo, SandboxSpec
 
 # How the engine keeps a run's output (whatever the daemon's default is, which may not be
@@ -68,7 +69,7 @@ def tmpfs_options(path: str, user: str) -> str:
     return ",".join([*options, f"uid={uid}", f"gid={gid}", "mode=0700"])
 
 
-class DockerSandbox:
+class DockerSandbox(DockerSidecars):
     def __init__(self, client: Any | None = None) -> None:
         self._client = client
 
@@ -103,6 +104,7 @@ class DockerSandbox:
                 mounts.append(Mount(m.target, m.source, type="bind", read_only=m.read_only))
         try:
             container = self.client.containers.create(
+                **network_args(self.client, spec),
                 image=spec.image,
                 command=spec.command,
                 entrypoint=spec.entrypoint,
@@ -111,7 +113,6 @@ class DockerSandbox:
                 working_dir=spec.workdir,
                 labels=labels.checked(spec.labels),
                 mounts=mounts,
-                network_mode=spec.network,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 read_only=True,
@@ -129,6 +130,7 @@ class DockerSandbox:
             )
         except APIError as exc:
             raise DockerError(f"cannot create the run's container: {exc.explanation or exc}") from exc
+        join_networks(self.client, str(container.id), spec.join)
         return str(container.id)
 
     def start(self, container_id: str) -> None:
@@ -138,7 +140,11 @@ class DockerSandbox:
         try:
             self.client.containers.get(container_id).start()
         except APIError as exc:
-            raise DockerError(f"cannot start container {container_id[:12]}: {exc.explanation or exc}") from exc
+            text = str(exc.explanation or exc)
+            taken = port_in_use(text)
+            if taken is not None:
+                raise PortInUseError(f"host port {taken} is already in use on this engine: {text}", port=taken) from exc
+            raise DockerError(f"cannot start container {container_id[:12]}: {text}") from exc
 
     def attach(self, container_id: str) -> Iterator[bytes]:
         """The live output, from now on (``logs=0``: a replay of what came before was measured to

@@ -182,7 +182,28 @@ class SubnetStore(Protocol):
         ...
 
 
-class Coordinator(TaskStore, QueueStore, RunStore, SubnetStore, Protocol):
+class PortStore(Protocol):
+    """Host ports for runs (``--port``): like subnets, allocated in one transaction, never held twice."""
+
+    def lease_port(self, run_id: str, name: str, low: int, high: int, skip: Iterable[int] = ()) -> int:
+        """Give the run the lowest free port in ``[low, high]`` that is not in ``skip``, under ``name``.
+
+        A run holds one port per name: a second lease of the name replaces its first (how a
+        caller moves on from a port something else on the host holds). Raises ``CapacityError``
+        when every port of the range is taken.
+        """
+        ...
+
+    def release_ports(self, run_id: str) -> int:
+        """Free every port the run holds; how many there were."""
+        ...
+
+    def port_leases(self) -> dict[int, tuple[str, str]]:
+        """Every held port and the (run, name) holding it."""
+        ...
+
+
+class Coordinator(TaskStore, QueueStore, RunStore, SubnetStore, PortStore, Protocol):
     """Everything a backend provides, plus its connection's lifetime."""
 
     def close(self) -> None: ...

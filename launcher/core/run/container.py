@@ -11,6 +11,7 @@ from launcher.core.run.deps import RunDeps
 from launcher.core.run.harness import harness_mounts
 from launcher.core.run.include import CONTAINER_INCLUDE
 from launcher.core.run.request import RunPlan
+from launcher.core.run.services import Sidecars
 from launcher.core.run.trust import run_trust
 from launcher.core.runlayout import (
     CONTAINER_CASE_DATA,
@@ -92,6 +93,24 @@ def agent_env(
 
 
 def run_spec(
+    deps: RunDeps,
+    plan: RunPlan,
+    run: RunRecord,
+    paths: RunPaths,
+    uid: int,
+    gid: int,
+    network: RunNetwork | None,
+    sidecars: Sidecars | None = None,
+) -> SandboxSpec:
+    spec = _run_spec(deps, plan, run, paths, uid, gid, network)
+    if sidecars is None:
+        return spec
+    # Its fixed address (the port relay forwards there), its services' names, PORT_<NAME>.
+    env = {**spec.env, **sidecars.env}
+    return spec.model_copy(update={"ip": sidecars.agent_ip, "extra_hosts": dict(sidecars.hosts), "env": env})
+
+
+def _run_spec(
     deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPaths, uid: int, gid: int, network: RunNetwork | None
 ) -> SandboxSpec:
     secret_files = bool(plan.secrets)

@@ -14,6 +14,7 @@ from launcher.core.ports.harness import HarnessViewPort
 from launcher.core.ports.images import ImageBuilderPort
 from launcher.core.ports.marks import FolderMarksPort, NoMarks
 from launcher.core.ports.publisher import PublisherPort
+from launcher.core.ports.sidecars import SidecarPort
 from launcher.core.ports.trust import TrustPort
 from launcher.core.runlayout import RunPaths
 from launcher.errors import LauncherError
@@ -74,6 +75,8 @@ class RunDeps:
     # data dir on this host (its config.json seeds each run's), and a repository's projects.json
     # entry. None: tasks of that layout cannot run here.
     case_state: CaseStatePort | None = None
+    # Port relays and sidecar services on the engine runs use; None: runs get neither.
+    sidecars: SidecarPort | None = None
     case_data_dir: Path | None = None
     project_entry: Callable[[str], dict[str, Any] | None] | None = None
 

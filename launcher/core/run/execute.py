@@ -20,6 +20,7 @@ from launcher.core.run.pool_take import POOL_READY_LINE, start_from_pool
 from launcher.core.run.publish import publish_settled
 from launcher.core.run.request import Ending, RunPlan
 from launcher.core.run.secrets import Redactor
+from launcher.core.run.services import open_sidecars
 from launcher.core.run.settle import release_claim, settle
 from launcher.core.run.supervise import supervise
 from launcher.core.run.workspace import prepare_workspace
@@ -123,8 +124,12 @@ def _start_from_scratch(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: Run
         network_made = pool.submit(_open_network, deps, plan, run)
         prepare_workspace(deps, plan, run, paths, uid, gid)
         network = network_made.result()
+    # Services healthy and ports published before the agent exists: it starts into a ready world.
+    sidecars = open_sidecars(
+        deps, run, plan.ports, plan.services, runtime=plan.runtime, uid=uid, gid=gid, network=network
+    )
     deps.checkpoint("before:create")
-    container_id = deps.sandbox.create(run_spec(deps, plan, run, paths, uid, gid, network))
+    container_id = deps.sandbox.create(run_spec(deps, plan, run, paths, uid, gid, network, sidecars))
     deps.store.update_run(run.id, container_id=container_id)
     deps.checkpoint("after:create")
     output.attach(container_id)

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 
 from launcher.core import agents
 from launcher.core.netpolicy import EgressPolicy, NetworkMode, build_policy, normalise_mode, resolve_key_values
+from launcher.core.portleases import gather_wishes
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.devcontainer import devcontainer_extras
 from launcher.core.run.disk import check_room
 from launcher.core.run.include import read_includes, redaction_values
 from launcher.core.run.request import RunPlan, RunRequest
 from launcher.core.run.secrets import check_secret_value, resolve_secrets
+from launcher.core.run.services import check_sidecars, select_services
 from launcher.core.run.trust import check_ca_file
 from launcher.core.sparse import normalise_sparse_dirs
 from launcher.errors import InvalidInputError, NotFoundError
@@ -77,6 +79,9 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         if deps.egress is None:
             raise InvalidInputError("this launcher has no egress proxy; run with --network none")
         deps.egress.check()
+    ports = gather_wishes(request.ports, profile.ports if profile else {}, d.ports)
+    services = select_services(d.services, request.services, profile.services if profile else [])
+    check_sidecars(deps, ports, services, egress.mode)
     secrets = resolve_secrets(request.secrets, host_environ)
     forge_token = deps.publish.token_env
     if forge_token and forge_token in secrets:
@@ -108,7 +113,15 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         # Slots are full checkouts: a sparse run is made from scratch; so is one that is given
         # files (its prompt, its includes) or setup commands, which a warmed slot has no mount for.
         # A run that trusts an extra CA needs its mount too.
-        pool=request.pool and not sparse and prompt is None and not includes and not setup and not ca_file,
+        # Ports and services are made with the run's own container, which a warm slot already has.
+        pool=request.pool
+        and not sparse
+        and prompt is None
+        and not includes
+        and not setup
+        and not ca_file
+        and not ports
+        and not services,
         sparse=sparse,
         grace=d.grace if request.grace is None else request.grace,
         publish=publish_settings(deps, request, host_environ),
@@ -123,6 +136,8 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         setup=setup,
         includes=includes,
         redact=redaction_values(includes),
+        ports=ports,
+        services=services,
     )
 
 

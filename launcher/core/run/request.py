@@ -8,9 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from launcher.core.netpolicy import EgressPolicy
+from launcher.core.portleases import PortWish
 from launcher.core.ports import RepoPort
 from launcher.models import TaskRecord
-from launcher.settings import AgentProfile, PublishSettings
+from launcher.settings import AgentProfile, PublishSettings, ServiceSettings
 
 Ending = Literal["exited", "failed", "timed-out", "cancelled", "lost", "exceeded"]
 
@@ -54,6 +55,10 @@ class RunRequest(BaseModel):
         default=None, description="the agent profile (resolved by the caller: --agent, else [agent] default)"
     )
     prompt: str | None = Field(default=None, description="the prompt (--prompt / --prompt-file); else the task's .md")
+    ports: list[str] = Field(
+        default_factory=list, description="NAME[=[SERVICE:]PORT]: a host port leased on 127.0.0.1 (--port)"
+    )
+    services: list[str] = Field(default_factory=list, description="[run.services] names to start (--service)")
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,6 @@ class RunPlan:
     includes: dict[str, bytes] = field(default_factory=dict)
     # What the run's log never shows besides secrets' and keys' values: the includes' lines.
     redact: tuple[str, ...] = ()
+    # Host ports leased for the run (on 127.0.0.1) and the sidecar services started on its network.
+    ports: tuple[PortWish, ...] = ()
+    services: dict[str, ServiceSettings] = field(default_factory=dict)

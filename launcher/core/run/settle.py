@@ -32,6 +32,7 @@ from launcher.core.run.deps import RunDeps
 from launcher.core.run.harvest import SCOPE, Harvest, harvest_commits
 from launcher.core.run.outcome import RunOutcome
 from launcher.core.run.request import Ending
+from launcher.core.run.services import close_sidecars
 from launcher.core.run.task_changes import apply_task_changes, read_agent_result
 from launcher.core.runlayout import TRASH_PREFIX, RunPaths
 from launcher.core.transitions import LIVE_RUN_STATES, SUPERSEDABLE_RUN_STATES, RunState
@@ -57,6 +58,8 @@ def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRe
             deps.sandbox.remove(current.container_id)
         except LauncherError as exc:
             problems.append(f"container cleanup: {exc}")
+    # Before the network goes: the services' logs are kept first, the relay lets go of its ports.
+    close_sidecars(deps, current, paths, problems)
     egress_closed = _close_network_meanwhile(deps, current, paths, problems)
     step("before:harvest")
     harvest: Harvest | None = None

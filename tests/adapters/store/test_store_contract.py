@@ -578,7 +578,7 @@ def test_reopening_keeps_data_and_schema_version(coordinator_url: str) -> None:
         task = store.get_task(task.id)
         history = store.history(task.id)
     version = schema_version(coordinator_url)
-    assert version == backend_schema_version(coordinator_url) == 6
+    assert version == backend_schema_version(coordinator_url) == 7
     with open_coordinator(coordinator_url) as store:
         assert store.get_task(task.id) == task
         assert store.history(task.id) == history

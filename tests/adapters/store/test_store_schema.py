@@ -137,7 +137,7 @@ def test_both_backends_end_with_the_same_tables_columns_keys_and_indexes(tmp_pat
         "runs_state",
         "run_events_run",
     }
-    assert len(from_sqlite["tables"]) == 7
+    assert len(from_sqlite["tables"]) == 8
 
 
 def test_both_backends_migrate_to_the_same_version(tmp_path: Path, pg_url: str) -> None:
@@ -145,7 +145,7 @@ def test_both_backends_migrate_to_the_same_version(tmp_path: Path, pg_url: str) 
     open_coordinator(url).close()
     open_coordinator(pg_url).close()
     assert schema_version(url) == schema_version(pg_url) == sqlite_store.SCHEMA_VERSION == pg_store.SCHEMA_VERSION
-    assert sqlite_store.SCHEMA_VERSION == len(sqlite_store.MIGRATIONS) == len(pg_store.MIGRATIONS) == 6
+    assert sqlite_store.SCHEMA_VERSION == len(sqlite_store.MIGRATIONS) == len(pg_store.MIGRATIONS) == 7
 
 
 NOW = "2026-01-01T00:00:00+00:00"

@@ -114,6 +114,17 @@ _MIGRATIONS: list[list[str]] = [
         # another machine clones it from; repo_path stays, as the creator's hint.
         "ALTER TABLE tasks ADD COLUMN repo_url TEXT",
     ],
+    [
+        # v7: host ports leased to runs (--port, [run.ports]); the primary key makes a port
+        # impossible to hold twice, the unique pair one port per name per run.
+        """CREATE TABLE port_leases (
+            port INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            leased_at {timestamp} NOT NULL{stamp_default},
+            UNIQUE (run_id, name)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
