@@ -26,6 +26,7 @@ from launcher.cli import (
     config_cmd,
     detach,
     doctor_cmd,
+    exec_cmd,
     gc_cmd,
     image_cmd,
     import_cmd,
@@ -113,6 +114,7 @@ image_cmd.register(app)
 run_cmd.register(app)
 ps_cmd.register(app)
 stop_cmd.register(app)
+exec_cmd.register(app)
 gc_cmd.register(app)
 detach.register(app)
 batch_cmd.register(app)

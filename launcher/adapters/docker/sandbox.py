@@ -5,7 +5,7 @@ container that is already gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from launcher.adapters.docker.client import docker_client, image_id, wait_for_output
@@ -204,6 +204,45 @@ class DockerSandbox(DockerSidecars):
             except NotFound:
                 return
         self.kill(container_id)
+
+    def exec_in(
+        self, container_id: str, command: list[str], *, user: str, workdir: str, out: Callable[[int, bytes], None]
+    ) -> int:
+        from docker.errors import APIError, NotFound
+
+        api = self.client.api
+        try:
+            # Not privileged, no extra capabilities: the process gets the container's own profile.
+            created = api.exec_create(container_id, command, stdout=True, stderr=True, user=user, workdir=workdir)
+            for stdout, stderr in api.exec_start(created["Id"], stream=True, demux=True):
+                if stdout:
+                    out(1, stdout)
+                if stderr:
+                    out(2, stderr)
+            code = api.exec_inspect(created["Id"]).get("ExitCode")
+        except NotFound as exc:
+            raise DockerError(f"container {container_id[:12]} is gone: {exc.explanation or exc}") from exc
+        except APIError as exc:
+            raise DockerError(
+                f"cannot run a command in container {container_id[:12]}: {exc.explanation or exc}"
+            ) from exc
+        # None: the engine lost track of it (the container ended under it).
+        return int(code) if code is not None else 1
+
+    def interactive(self, container_id: str, command: list[str], *, user: str, workdir: str) -> int:
+        import shutil
+        import subprocess
+
+        # A terminal both ways (raw mode, resizes, ^C to the process inside) is what the docker CLI
+        # does well; the SDK's exec socket would need all of it written again.
+        docker = shutil.which("docker")
+        if docker is None:
+            raise DockerError(
+                "an interactive shell needs the docker command-line client on this host",
+                hint="install it (Debian: docker.io), or use `launcher exec RUN -- CMD…`",
+            )
+        argv = [docker, "exec", "--interactive", "--tty", "--user", user, "--workdir", workdir, container_id, *command]
+        return subprocess.run(argv, check=False).returncode
 
     def remove(self, container_id: str) -> None:
         from docker.errors import APIError, NotFound

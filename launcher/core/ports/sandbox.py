@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from launcher.models import ContainerInfo, SandboxSpec
@@ -36,6 +36,17 @@ class Sandbox(Protocol):
         ...
 
     def remove(self, container_id: str) -> None: ...
+
+    def interactive(self, container_id: str, command: list[str], *, user: str, workdir: str) -> int:
+        """Run ``command`` in the live container on this terminal (a TTY, stdin attached); its exit status."""
+        ...
+
+    def exec_in(
+        self, container_id: str, command: list[str], *, user: str, workdir: str, out: Callable[[int, bytes], None]
+    ) -> int:
+        """Run ``command`` in the live container as ``user`` (its environment, its security profile,
+        its network); ``out(1|2, chunk)`` gets its output as it comes. Its exit status."""
+        ...
 
     def inspect_state(self, container_id: str) -> dict[str, Any] | None: ...
 

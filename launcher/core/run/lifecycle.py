@@ -8,10 +8,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from launcher.core import labels
+from launcher.core import labels, uids
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.settle import remove_worktree, settle_record
-from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
+from launcher.core.runlayout import CONTAINER_WORKTREE
+from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES, RunState
 from launcher.errors import InvalidInputError, NotFoundError, TransitionConflictError
 from launcher.models import RunOwner, RunRecord
 
@@ -53,6 +54,35 @@ def stop(
     if owner_alive(record.owner) is False:
         return settle_record(deps, record, "cancelled", None)
     return await_terminal(deps, run_id, wait)
+
+
+SHELL = ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]
+
+
+def exec_in(deps: RunDeps, run_id: str, command: list[str], out: Callable[[int, bytes], None]) -> int:
+    """Run ``command`` inside a live run's container, as the run's uid, in its worktree: what the
+    agent could run itself (same profile, same network, same environment). Its exit status."""
+    container_id, user = _live_container(deps, run_id)
+    return deps.sandbox.exec_in(container_id, command, user=user, workdir=CONTAINER_WORKTREE, out=out)
+
+
+def shell(deps: RunDeps, run_id: str) -> int:
+    """An interactive shell on this terminal inside a live run, as ``exec_in`` runs a command."""
+    container_id, user = _live_container(deps, run_id)
+    return deps.sandbox.interactive(container_id, SHELL, user=user, workdir=CONTAINER_WORKTREE)
+
+
+def _live_container(deps: RunDeps, run_id: str) -> tuple[str, str]:
+    record = deps.store.get_run(run_id)
+    if record.state is not RunState.RUNNING or not record.container_id or record.uid is None:
+        refused = TransitionConflictError(
+            f"run {record.id} is {record.state.value}: only a running run's container takes commands",
+            actual=record.state.value,
+            expected=RunState.RUNNING.value,
+        )
+        refused.hint = "`launcher ps` lists the running runs; `launcher checkout RUN` looks at a finished one's result"
+        raise refused
+    return record.container_id, f"{record.uid}:{uids.ids_of(record.uid)[1]}"
 
 
 def await_terminal(deps: RunDeps, run_id: str, timeout: float) -> RunRecord:

@@ -5,7 +5,7 @@ A façade over one module per step; it holds no rules of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from launcher.core.run import lifecycle
@@ -47,6 +47,12 @@ class RunService:
 
     def remove(self, run_id: str, owner_alive: OwnerAlive, *, force: bool) -> RemoveReport:
         return lifecycle.remove(self.deps, run_id, owner_alive, force=force)
+
+    def exec_in(self, run_id: str, command: list[str], out: Callable[[int, bytes], None]) -> int:
+        return lifecycle.exec_in(self.deps, run_id, command, out)
+
+    def shell(self, run_id: str) -> int:
+        return lifecycle.shell(self.deps, run_id)
 
     def read_log(self, run_id: str, *, egress: bool, follow: bool) -> Iterator[bytes]:
         return lifecycle.read_log(self.deps, run_id, egress=egress, follow=follow)
