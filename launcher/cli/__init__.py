@@ -40,7 +40,9 @@ from launcher.cli import (
     run_cmd,
     stop_cmd,
     task_cmd,
+    top_cmd,
     wait_cmd,
+    web_cmd,
 )
 from launcher.cli.app_context import Application
 from launcher.errors import ExitCode, HostStorageError, LauncherError
@@ -127,6 +129,8 @@ agent_cmd.register(app)
 wait_cmd.register(app)
 doctor_cmd.register(app)
 config_cmd.register(app)
+top_cmd.register(app)
+web_cmd.register(app)
 
 
 def wants_json(args: list[str]) -> bool:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from launcher.settings import LauncherConfig, Layout
 
 
+_SAID_NO_STORE: set[str] = set()
+
+
 class Application:
     def __init__(self, root_option: str | None, state_url: str | None) -> None:
         self._root_option = root_option
@@ -74,8 +77,11 @@ class Application:
                     reconnect_seconds=self.layout.reconnect_seconds,
                 )
             except NoStateStoreError as exc:
-                # A look where nothing ever ran: answer from an empty store, say why, make nothing.
-                typer.echo(f"launcher: {exc.message}; nothing was created here", err=True)
+                # A look where nothing ever ran: answer from an empty store, say why (once per
+                # process: `launcher web` opens one per request), make nothing.
+                if exc.message not in _SAID_NO_STORE:
+                    _SAID_NO_STORE.add(exc.message)
+                    typer.echo(f"launcher: {exc.message}; nothing was created here", err=True)
                 self._store = empty_coordinator()
         return self._store
 

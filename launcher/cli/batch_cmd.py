@@ -13,9 +13,14 @@ from launcher.cli.app_context import Application, app_of, emit_json
 from launcher.errors import ExitCode
 
 if TYPE_CHECKING:
-    from launcher.core.batch import BatchEvent
+    from rich.table import Table
+
+    from launcher.core.batch import BatchEvent, BatchSummary
     from launcher.core.ports import Coordinator
     from launcher.core.run import RunService
+
+
+SIDE_RECONNECT_S = 2.0
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +61,28 @@ def batch(
     ),
     lease: float = typer.Option(60.0, "--lease", min=0.5, help="Seconds a claim lasts without renewal."),
     poll: float = typer.Option(2.0, "--poll", min=0.05, help="Seconds between looks at an empty queue."),
+    idle_every: float = typer.Option(
+        60.0,
+        "--idle-every",
+        metavar="SECONDS",
+        min=0,
+        help="--watch: say `idle: queue empty, N done, waiting` this often while there is nothing to do (0: never).",
+    ),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        metavar="PORT",
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics while the batch runs (0: pick a free port, "
+        "printed first).",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1",
+        "--metrics-host",
+        metavar="ADDRESS",
+        help="Where --metrics-port listens (0.0.0.0: every interface).",
+    ),
     network: str = typer.Option(
         None, "--network", metavar="none|allowlist|open", help="Network mode of every run (default: launcher.toml's)."
     ),
@@ -110,6 +137,7 @@ def batch(
         timeout=timeout,
         grace=grace,
         watch=not until_empty,
+        idle_seconds=idle_every,
         lease_seconds=lease,
         poll_seconds=poll,
         reconnect_seconds=reconnect,
@@ -128,40 +156,105 @@ def batch(
     )
     # Open (and migrate) the store once before the workers race to.
     options.coordinator = getattr(app_.store, "display_url", None) or app_.layout.state_url(app_.state_url_option)
-    live = None if as_json or not sys.stderr.isatty() else LiveTable()
+    # Connections of their own for a scrape and the live table's redraw (the workers' are theirs
+    # alone), riding out a coordinator away only briefly: a scrape or a redraw is not to hang on
+    # it, launcher_coordinator_up says it.
+    side_stores = _SideStores(lambda: _side_store(app_))
+    metrics = None
+    stop_metrics: Callable[[], None] | None = None
+    if metrics_port is not None:
+        from launcher.core.metrics import batch_registry, serve
+
+        registry, metrics = batch_registry(side_stores.get("metrics"), parallel)
+        try:
+            host, bound, stop_metrics = serve(registry, metrics_host, metrics_port)
+        except OSError as exc:
+            side_stores.close()
+            raise typer.BadParameter(
+                f"cannot listen on {metrics_host}:{metrics_port}: {exc.strerror or exc}", param_hint="'--metrics-port'"
+            ) from None
+        where = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics"
+        if as_json:
+            print(json.dumps({"metrics": {"url": where, "host": host, "port": bound}}), file=sys.stderr, flush=True)
+        else:
+            typer.echo(f"batch: metrics at {where}", err=True)
+    live = None if as_json or not sys.stderr.isatty() else LiveTable(lambda: side_stores.get("live"))
     runner = Batch(
         lambda: _worker(app_, reconnect),
         current_owner(),
         options,
         owner_alive,
         live.update if live else _printer(as_json),
+        metrics=metrics,
     )
     from launcher.cli.run_cmd import cancel_on_signals
 
     # Set explicitly, as `run` does: a batch started from a script's background job inherits
     # SIGINT ignored, and a CI runner cancelling the job sends SIGTERM; both must stop it.
-    with cancel_on_signals(grace if grace is not None else app_.config.run.grace):
-        if live is None:
-            summary = runner.run()
-        else:
-            with live:
+    try:
+        with cancel_on_signals(grace if grace is not None else app_.config.run.grace):
+            if live is None:
                 summary = runner.run()
+            else:
+                with live:
+                    summary = runner.run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        side_stores.close()
     if as_json:
         emit_json(summary.model_dump(mode="json"))
     else:
-        # "3 exited, 1 failed": count first, as a sentence reads; nothing after the `;` when no run ended.
-        ended = ", ".join(f"{count} {state}" for state, count in summary.by_state.items())
-        typer.echo(
-            f"batch: {summary.claimed} claimed, {summary.runs} runs, {summary.retried} retried"
-            + (f"; {ended}" if ended else ""),
-            err=True,
-        )
+        typer.echo(summary_text(summary), err=True)
         for error in summary.errors:
             typer.echo(f"batch: error: {error}", err=True)
     if summary.errors:
         raise typer.Exit(ExitCode.FAILURE)
     if any(t.final_state != "exited" for t in summary.tasks):
         raise typer.Exit(ExitCode.RUN_FAILED)
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
+def summary_text(summary: BatchSummary) -> str:
+    """``batch: 4 tasks claimed, 4 runs started, none retried; 3 runs exited, 1 run failed``: each
+    count names what it counts; the part after ``;`` only when some task's run ended."""
+    retried = "none retried" if not summary.retried else f"{_plural(summary.retried, 'run')} retried"
+    head = f"batch: {_plural(summary.claimed, 'task')} claimed, {_plural(summary.runs, 'run')} started, {retried}"
+    ended = ", ".join(f"{_plural(count, 'run')} {state}" for state, count in summary.by_state.items())
+    return f"{head}; {ended}" if ended else head
+
+
+class _SideStores:
+    """Coordinator connections beside the workers' (metrics scrapes, the live table's queue
+    depth), opened on first use and closed when the batch ends."""
+
+    def __init__(self, opener: Callable[[], Coordinator]) -> None:
+        import threading
+
+        self._opener = opener
+        self._stores: dict[str, Coordinator] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Coordinator:
+        with self._lock:
+            if name not in self._stores:
+                self._stores[name] = self._opener()
+            return self._stores[name]
+
+    def close(self) -> None:
+        with self._lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            store.close()
+
+
+def _side_store(app_: Application) -> Coordinator:
+    from launcher.adapters.store import open_coordinator
+
+    return open_coordinator(app_.layout.state_url(app_.state_url_option), reconnect_seconds=SIDE_RECONNECT_S)
 
 
 def _worker(app_: Application, reconnect_seconds: float) -> tuple[Coordinator, RunService]:
@@ -197,18 +290,33 @@ def event_line(event: BatchEvent) -> str:
 
 
 class LiveTable:
-    """On a terminal: one row per task, redrawn in place as events arrive (rich)."""
+    """On a terminal: one row per task, redrawn in place as events arrive (rich), under a line of
+    progress: elapsed, tasks done, tasks remaining on the queue and, once some are done, an estimate
+    of the time left at the pace so far."""
 
-    def __init__(self) -> None:
+    DEPTH_EVERY_S = 2.0  # the queue's depth is the coordinator's: asked at most this often
+
+    def __init__(
+        self, queue_store: Callable[[], Coordinator] | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         import threading
+        import time
 
         from rich.console import Console
         from rich.live import Live
 
+        self._clock = clock or time.monotonic
+        self._started = self._clock()
+        self._queue_store = queue_store
+        self._depth: int | None = None
+        self._depth_at: float | None = None
         self._rows: dict[str, BatchEvent] = {}
         self._coordinator: BatchEvent | None = None  # the last coordinator-lost/back, as a caption
+        self._idle: BatchEvent | None = None
         self._lock = threading.Lock()
-        self._live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+        self._live = Live(
+            console=Console(stderr=True), refresh_per_second=4, transient=False, get_renderable=self._render
+        )
 
     def __enter__(self) -> LiveTable:
         self._live.__enter__()
@@ -218,21 +326,68 @@ class LiveTable:
         self._live.__exit__(None, None, None)
 
     def update(self, event: BatchEvent) -> None:
-        from rich.table import Table
-
         with self._lock:
-            if event.task_id is None:
+            if event.kind == "idle":
+                self._idle = event
+            elif event.task_id is None:
                 self._coordinator = event
             else:
                 self._rows[event.task_id] = event
-            caption = event_line(self._coordinator) if self._coordinator is not None else None
-            table = Table(title="launcher batch", caption=caption, expand=False)
+                self._idle = None
+        self._live.refresh()
+
+    def progress(self) -> str:
+        """``elapsed 2m05s · 3 done · 2 remaining · ~1m20s left``"""
+        now = self._clock()
+        with self._lock:
+            done = sum(1 for row in self._rows.values() if row.kind in ("finished", "skipped", "error"))
+        remaining = self._remaining(now)
+        elapsed = now - self._started
+        parts = [f"elapsed {_duration(elapsed)}", f"{done} done"]
+        if remaining is not None:
+            parts.append(f"{remaining} remaining")
+            if remaining and done:
+                parts.append(f"~{_duration(elapsed / done * remaining)} left")
+        return " · ".join(parts)
+
+    def _remaining(self, now: float) -> int | None:
+        if self._queue_store is None:
+            return None
+        if self._depth_at is None or now - self._depth_at >= self.DEPTH_EVERY_S:
+            self._depth_at = now
+            try:
+                self._depth = sum(1 for t in self._queue_store().list_tasks() if t.queued)
+            except Exception:  # a coordinator away: the table says nothing of it rather than stop
+                self._depth = None
+        return self._depth
+
+    def _render(self) -> Table:
+        from rich.table import Table
+
+        progress = self.progress()
+        with self._lock:
+            lines = [progress]
+            if self._idle is not None:
+                lines.append(event_line(self._idle))
+            if self._coordinator is not None:
+                lines.append(event_line(self._coordinator))
+            table = Table(title="launcher batch", caption="\n".join(lines), expand=False)
             for column in ("task", "worker", "run", "state", "detail"):
                 table.add_column(column)
             for row in self._rows.values():
                 state = row.state or row.kind
                 table.add_row(row.task_id, f"w{row.worker}", row.run_id or "", state, (row.detail or "")[:60])
-            self._live.update(table)
+        return table
+
+
+def _duration(seconds: float) -> str:
+    """``45s``, ``2m05s``, ``1h02m``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def matrix(

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     app.command("checkout")(checkout)
 
 
-def _deps(app_: Application) -> ResultsDeps:
+def results_deps(app_: Application) -> ResultsDeps:
     from launcher.adapters.git_results import open_results
     from launcher.core.results import ResultsDeps
 
@@ -55,7 +55,7 @@ def diff(
     """
     from launcher.core import results
 
-    found, text = results.diff(_deps(app_of(ctx).read_only()), run_id, stat=stat)
+    found, text = results.diff(results_deps(app_of(ctx).read_only()), run_id, stat=stat)
     if as_json:
         emit_json(found.model_dump(mode="json"))
         return
@@ -117,7 +117,7 @@ def merge(
     if no_ff and squash:
         raise typer.BadParameter("--no-ff and --squash exclude each other")
     mode: MergeMode = "squash" if squash else ("no-ff" if no_ff else "ff")
-    done = results.merge(_deps(app_of(ctx)), run_id, into=into, mode=mode)
+    done = results.merge(results_deps(app_of(ctx)), run_id, into=into, mode=mode)
     if as_json:
         emit_json(done.model_dump(mode="json"))
     elif done.how == "up-to-date":
@@ -139,7 +139,7 @@ def apply(ctx: typer.Context, run_id: str = _RUN, as_json: bool = _JSON) -> None
     from launcher.cli.terminal import neutralise
     from launcher.core import results
 
-    done = results.apply(_deps(app_of(ctx)), run_id)
+    done = results.apply(results_deps(app_of(ctx)), run_id)
     if as_json:
         emit_json(done.model_dump(mode="json"))
         return
@@ -167,7 +167,7 @@ def checkout(
 
     from launcher.core import results
 
-    done = results.checkout(_deps(app_of(ctx)), run_id, Path(path) if path else None)
+    done = results.checkout(results_deps(app_of(ctx)), run_id, Path(path) if path else None)
     if as_json:
         emit_json(done.model_dump(mode="json"))
         return

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 from tenacity import (
@@ -72,6 +72,9 @@ class BatchOptions(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     grace: float | None = Field(default=None, ge=0, le=3600, description="seconds from SIGTERM to SIGKILL")
     watch: bool = False
+    idle_seconds: float = Field(
+        default=60.0, ge=0, description="--watch: an `idle` event this often while the queue is empty (0: never)"
+    )
     lease_seconds: float = Field(default=60.0, gt=0)
     poll_seconds: float = Field(default=2.0, gt=0)
     retry_backoff: float = Field(default=1.0, ge=0)
@@ -106,6 +109,7 @@ EventKind = Literal[
     "lease-lost",
     "coordinator-lost",
     "coordinator-back",
+    "idle",
 ]
 
 
@@ -137,6 +141,57 @@ class BatchSummary(BaseModel):
     by_state: dict[str, int] = Field(default_factory=dict)
     tasks: list[TaskOutcome] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+
+
+class BatchObserver(Protocol):
+    """What a batch tells its metrics (launcher.core.metrics.BatchMetrics) as it goes."""
+
+    def claimed(self) -> None: ...
+    def released(self) -> None: ...
+    def run_started(self) -> None: ...
+    def run_finished(self, run: RunRecord, result: str, claimed_at: float) -> None: ...
+    def renewal(self, outcome: str) -> None: ...
+    def expired(self, leases: int) -> None: ...
+    def resumed(self) -> None: ...
+    def takeover(self, side: str) -> None: ...
+    def retried(self) -> None: ...
+    def error(self) -> None: ...
+    def tick(self) -> None: ...
+
+
+class _NoMetrics:
+    def claimed(self) -> None:
+        pass
+
+    def released(self) -> None:
+        pass
+
+    def run_started(self) -> None:
+        pass
+
+    def run_finished(self, run: RunRecord, result: str, claimed_at: float) -> None:
+        pass
+
+    def renewal(self, outcome: str) -> None:
+        pass
+
+    def expired(self, leases: int) -> None:
+        pass
+
+    def resumed(self) -> None:
+        pass
+
+    def takeover(self, side: str) -> None:
+        pass
+
+    def retried(self) -> None:
+        pass
+
+    def error(self) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
 
 
 class InfrastructureFailure(Exception):
@@ -232,6 +287,7 @@ class Batch:
         owner_alive: Callable[[RunOwner | None], bool | None],
         on_event: Callable[[BatchEvent], None],
         environ: dict[str, str] | None = None,
+        metrics: BatchObserver | None = None,
     ) -> None:
         self.make_worker = make_worker
         self.owner = owner
@@ -247,6 +303,11 @@ class Batch:
         self._watch = LeaseWatch(options.lease_seconds)
         self._renew_now = threading.Event()
         self._lease_id = f"{socket.gethostname()}:{owner.pid}:{owner.start_ticks}"
+        self.metrics: BatchObserver = metrics if metrics is not None else _NoMetrics()
+        self._claimed_at: dict[str, float] = {}  # task -> unix time of its claim (launch latency)
+        self._busy = 0  # workers on a task now
+        self._empty_since: float | None = None  # monotonic: since a claim last found nothing to do
+        self._last_idle: float | None = None  # monotonic: the last `idle` event
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -265,6 +326,8 @@ class Batch:
                 while worker.is_alive():
                     worker.join(timeout=tick)
                     self._look_at_leases()
+                    self.metrics.tick()
+                    self._say_idle()
         except KeyboardInterrupt:
             self.stopping.set()
             raise
@@ -273,6 +336,22 @@ class Batch:
             self._renew_now.set()
             heartbeat.join(timeout=5)
         return self._summary
+
+    def _say_idle(self) -> None:
+        """--watch with nothing to do: say so every idle_seconds (a silent worker looks dead)."""
+        o = self.options
+        if not o.watch or o.idle_seconds <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self._busy or self._empty_since is None:
+                return
+            since = max(self._empty_since, self._last_idle or self._empty_since)
+            if now - since < o.idle_seconds:
+                return
+            self._last_idle = now
+            done = len(self._summary.tasks)
+        self._emit("idle", None, -1, detail=f"queue empty, {done} done, waiting")
 
     def _look_at_leases(self) -> None:
         """Pause claiming when a lease has gone unrenewed for longer than the lease; resume once
@@ -288,8 +367,10 @@ class Batch:
                 f"paused: cannot renew leases with {where} since {since:%H:%M:%S} UTC ({', '.join(tasks)}){error}; "
                 "no new task is claimed until it answers, runs in progress go on"
             )
+            self.metrics.expired(len(tasks))
             self._emit("coordinator-lost", None, -1, since=since, detail=detail)
             return
+        self.metrics.resumed()
         away = (utcnow() - since).total_seconds()
         self._emit(
             "coordinator-back",
@@ -369,6 +450,9 @@ class Batch:
                         self._error(str(exc))
                     return
                 if task is None:
+                    with self._lock:
+                        if self._empty_since is None:
+                            self._empty_since = time.monotonic()
                     if not more_coming:
                         return
                     self.stopping.wait(self.options.poll_seconds)
@@ -376,6 +460,10 @@ class Batch:
                 with self._lock:
                     self._leases[task.id] = lease_owner
                     self._summary.claimed += 1
+                    self._claimed_at[task.id] = time.time()
+                    self._busy += 1
+                    self._empty_since = self._last_idle = None
+                self.metrics.claimed()
                 self._watch.held(task.id)
                 self._emit("claimed", task.id, index, detail=f"claim #{task.claims}")
                 try:
@@ -401,7 +489,11 @@ class Batch:
                     with self._lock:
                         self._leases.pop(task.id, None)
                         self._lost.discard(task.id)
+                        self._claimed_at.pop(task.id, None)
+                        self._busy -= 1
+                        self._empty_since = None  # idle counts from the next claim that finds nothing
                     self._watch.dropped(task.id)
+                    self.metrics.released()
         finally:
             store.close()
 
@@ -533,6 +625,8 @@ class Batch:
         outcome.runs.append(run.id)
         with self._lock:
             self._summary.runs += 1
+            claimed_at = self._claimed_at.get(task.id, time.time())
+        self.metrics.run_started()
         self._emit("started", task.id, index, run_id=run.id, detail=run.branch)
         try:
             run = service.execute(plan, run, echo=None)
@@ -547,6 +641,8 @@ class Batch:
                 hint=f"once the coordinator answers, `launcher gc` settles run {run.id}; its claim on {task.id} "
                 f"expires by itself, and `launcher queue {task.id}` runs the task again if you want another attempt",
             ) from exc
+        result = "publish-failed" if run.state is RunState.EXITED and publish_failed(run) else run.state.value
+        self.metrics.run_finished(run, result, claimed_at)
         self._emit("finished", task.id, index, run_id=run.id, state=run.state.value, detail=_exit_text(run))
         if run.state is RunState.SUPERSEDED:
             # A newer claim has the task: another attempt here would only be refused (claimed).
@@ -558,6 +654,7 @@ class Batch:
     def _retry_event(self, task_id: str, index: int, outcome: object) -> None:
         with self._lock:
             self._summary.retried += 1
+        self.metrics.retried()
         self._emit("retry", task_id, index, detail=str(getattr(outcome, "exception", lambda: "")()))
 
     def _settle_leftovers(self, store: Coordinator, service: RunService, task: TaskRecord, index: int) -> None:
@@ -566,6 +663,7 @@ class Batch:
             if self.owner_alive(run.owner) is True and run.owner != self.owner:
                 continue
             settled = service.settle_record(run, "lost", "the batch that ran it died; its lease expired")
+            self.metrics.takeover("taken")
             self._emit("settled", task.id, index, run_id=run.id, state=settled.state.value)
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -594,10 +692,14 @@ class Batch:
                         # Away even after the store's own retries: the rest would fail alike. The
                         # main loop pauses claiming once a lease has gone unrenewed for too long.
                         self._watch.failed(exc)
+                        self.metrics.renewal("error")
                         break
                     if kept:
                         self._watch.renewed(task_id)
+                        self.metrics.renewal("renewed")
                         continue
+                    self.metrics.renewal("lost")
+                    self.metrics.takeover("lost")
                     self._watch.answered()
                     with self._lock:
                         self._lost.add(task_id)
@@ -617,6 +719,7 @@ class Batch:
     def _error(self, message: str) -> None:
         with self._lock:
             self._summary.errors.append(message)
+        self.metrics.error()
 
     def _emit(
         self,

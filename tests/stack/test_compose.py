@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import NO_DOCKER, docker_client, docker_reachable, ensure_agent_image
+from helpers import NO_DOCKER, docker_client, docker_reachable, ensure_agent_image, wait_for
 from helpers import clean_env as _clean_env
 from helpers import repo_git as git
 
@@ -115,6 +115,19 @@ class Stack:
         return problems
 
 
+def workers_health(container_ids: list[str]) -> list[str]:
+    """Each container's healthcheck status (starting, healthy, unhealthy), as `docker inspect` says."""
+    client = docker_client()
+    try:
+        found = []
+        for container_id in container_ids:
+            health = client.containers.get(container_id).attrs["State"].get("Health") or {}
+            found.append(str(health.get("Status", "none")))
+        return found
+    finally:
+        client.close()
+
+
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Also without COMPOSE_*: the test picks its own project name."""
     return _clean_env(extra, drop=("COMPOSE_",))
@@ -168,6 +181,13 @@ def test_compose_stack_works_through_a_queue(stack: Stack) -> None:
     stack.ok("up", "-d", "--scale", "worker=2", timeout=300)
     workers = stack.ok("ps", "-q", "worker").split()
     assert len(workers) == 2
+    # The compose healthcheck (the worker's own metrics endpoint, asked from inside it) says healthy.
+    wait_for(
+        lambda: workers_health(workers) == ["healthy", "healthy"],
+        timeout=120,
+        interval=1,
+        what="both workers to be healthy (compose healthcheck: their metrics endpoint)",
+    )
 
     tasks = []
     for i in range(N_TASKS):
