@@ -168,8 +168,11 @@ class _Pages:
             runs = [r for r in runs if view.matches(r, wanted)]
             now = utcnow()
             columns = ["ID", "Task", "State", "Exit", "Duration", "Commits", "Result", "Denied", "Branch", "Created"]
+            table = view.table_rows(runs, now)
+            if any(cells.get("Ports") for cells in table):
+                columns.append("Ports")  # name→http://127.0.0.1:PORT of live runs' leased ports (--port)
             rows = []
-            for run, cells in zip(runs, view.table_rows(runs, now), strict=True):
+            for run, cells in zip(runs, table, strict=True):
                 shown = [e(cells[c]) for c in columns]
                 shown[0], shown[1] = self._run_link(run.id), self._task_link(run.task_id)
                 shown[2] = f'<span class="state-{e(run.state.value)}">{e(run.state.value)}</span>'

@@ -136,6 +136,20 @@ def test_the_run_list_shows_live_runs_and_filters(served: Served) -> None:
     assert "colour" in bad
 
 
+def test_live_runs_show_their_leased_ports(served: Served) -> None:
+    live = add_run(served.world, b"serving\n", state=RunState.RUNNING)
+    _, _, before = served.get("/")
+    assert "127.0.0.1:28123" not in before
+    port = {"name": "web", "host_port": 28123, "container_port": 28123, "url": "http://127.0.0.1:28123"}
+    served.world.store.update_run(live, details={"ports": [port]})
+
+    _, _, page = served.get("/")
+    _, _, run_page = served.get(f"/runs/{live}")
+
+    assert "web→http://127.0.0.1:28123" in page
+    assert "web→http://127.0.0.1:28123" in run_page
+
+
 def test_agent_output_is_escaped_everywhere(served: Served) -> None:
     run_id = add_run(served.world, b"fine\n" + HOSTILE, state=RunState.RUNNING, title='<b onclick="x()">title</b>')
     egress = log_path(served.world, run_id, egress=True)
