@@ -127,15 +127,34 @@ def logs(
         help="Print the run's network decisions instead: one JSON line per host it tried to reach "
         "(decision allow|deny, reason, status).",
     ),
+    timestamps: bool = typer.Option(
+        False, "--timestamps", "-t", help="Start each line with when launcher wrote it (ISO 8601, UTC, ms)."
+    ),
+    since: str = typer.Option(
+        None,
+        "--since",
+        metavar="WHEN",
+        help="Only lines written since WHEN: a duration ago (90s, 10m, 2h) or an ISO 8601 time.",
+    ),
     as_json: bool = typer.Option(
-        False, "--json", help='One JSON object a line: {"run": ID, "line": TEXT} (invalid UTF-8 replaced).'
+        False,
+        "--json",
+        help='One JSON object a line: {"run": ID, "line": TEXT} (invalid UTF-8 replaced); with -t or --since '
+        'also "at".',
     ),
 ) -> None:
     """Print a run's log (agent output, secrets redacted), or with --egress what it tried to reach.
 
-    With several runs, each line starts with `RUN | `. The log keeps the agent's bytes as written,
-    without times, so there is no --since or --timestamps.
+    With several runs, each line starts with `RUN | `. The log keeps the agent's bytes exactly as
+    written; when each part was written is kept beside it, for -t and --since (a line's time is
+    when its first byte reached the log).
     """
+    if timestamps or since is not None:
+        if egress:
+            typer.echo("launcher: error: --egress decisions carry their own time (`at`); no -t or --since", err=True)
+            raise typer.Exit(2)
+        _timed_logs(ctx, list(run_ids), follow=follow, tail=tail, since=since, timestamps=timestamps, as_json=as_json)
+        return
     chunks = app_of(ctx).read_only().runs.read_logs(list(run_ids), egress=egress, follow=follow, tail=tail)
     if len(run_ids) == 1 and not as_json:
         # One run: its bytes exactly as written (never decoded), as `logs` always printed them.
@@ -149,6 +168,43 @@ def logs(
             _write(json.dumps({"run": run_id, "line": text}).encode() + b"\n")
         else:
             _write(run_id.ljust(width).encode() + b" | " + line + (b"" if line.endswith(b"\n") else b"\n"))
+
+
+def _timed_logs(
+    ctx: typer.Context,
+    run_ids: list[str],
+    *,
+    follow: bool,
+    tail: int | None,
+    since: str | None,
+    timestamps: bool,
+    as_json: bool,
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from launcher.core.units import parse_since
+
+    moment = parse_since(since, time.time()) if since is not None else None
+    lines = app_of(ctx).read_only().runs.read_timed_lines(run_ids, follow=follow, tail=tail, since=moment)
+    width = max(len(r) for r in run_ids)
+
+    def stamp(at: float | None) -> str | None:
+        if at is None:
+            return None
+        return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    for timed in lines:
+        when = stamp(timed.at)
+        if as_json:
+            text = timed.line.decode("utf-8", errors="replace").removesuffix("\n")
+            _write(json.dumps({"run": timed.run_id, "line": text, "at": when}).encode() + b"\n")
+            continue
+        line = timed.line if timed.line.endswith(b"\n") else timed.line + b"\n"
+        prefix = f"{timed.run_id.ljust(width)} | " if len(run_ids) > 1 else ""
+        if timestamps:
+            prefix += f"{when or '-':<24} "
+        _write(prefix.encode() + line)
 
 
 def _lines(chunks: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:

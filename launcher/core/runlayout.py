@@ -58,6 +58,11 @@ class RunPaths:
         return self.record / "run.log"
 
     @property
+    def log_times(self) -> Path:
+        """When the log's bytes were written: ``<offset> <unix time>`` lines, host-only."""
+        return self.record / "run.log.times"
+
+    @property
     def egress_log(self) -> Path:
         """The run's network decisions, moved here from the proxy's folder when it settles."""
         return self.record / "egress.jsonl"

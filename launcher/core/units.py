@@ -26,3 +26,21 @@ def parse_size(text: str, *, what: str) -> int:
     if found is None:
         raise InvalidInputError(f"{what} {text!r}: expected a size such as 500m, 10g or 1t")
     return int(float(found["n"]) * _BYTES[found["unit"].lower()])
+
+
+def parse_since(text: str, now: float, *, what: str = "--since") -> float:
+    """A moment as unix time: a duration ago (``10m``, ``2h``) or an ISO 8601 time (UTC unless it
+    says otherwise)."""
+    from datetime import UTC, datetime
+
+    try:
+        return now - parse_duration(text, what=what)
+    except InvalidInputError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            f"{what} {text!r}: expected a duration ago (90s, 30m, 12h, 7d) or an ISO 8601 time (2026-12-02T17:50:00Z)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

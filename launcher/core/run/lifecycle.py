@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -196,3 +198,96 @@ def last_lines(data: bytes, count: int) -> bytes:
         if start < 0:
             return data
     return data[start + 1 :]
+
+
+@dataclass(frozen=True)
+class TimedLine:
+    """A line of a run's log and when it was written (None: the log has no time index there)."""
+
+    run_id: str
+    line: bytes
+    at: float | None
+
+
+class _LogTimes:
+    """A run's log time index (``<offset> <unix time>`` lines, host-written), read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.read_to = 0
+        self.offsets: list[int] = []
+        self.times: list[float] = []
+
+    def at(self, offset: int) -> float | None:
+        if not self.offsets or offset > self.offsets[-1]:
+            self._more()
+        index = bisect.bisect_right(self.offsets, offset) - 1
+        return self.times[index] if index >= 0 else None
+
+    def _more(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.read_to)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        self.read_to += len(whole)
+        for entry in whole.splitlines():
+            offset, _, stamp = entry.partition(b" ")
+            try:
+                self.offsets.append(int(offset))
+                self.times.append(float(stamp))
+            except ValueError:
+                continue
+
+
+class _TimedRun:
+    """One run's lines being cut out of its log chunks, each with its time."""
+
+    def __init__(self, run_id: str, times: _LogTimes) -> None:
+        self.run_id, self.times = run_id, times
+        self.start = 0  # the log offset ``pending`` starts at
+        self.pending = b""
+        self.first = True
+
+    def lines(self, data: bytes, *, final: bool) -> list[TimedLine]:
+        data = self.pending + data
+        out: list[TimedLine] = []
+        while (cut := data.find(b"\n")) >= 0:
+            line, data = data[: cut + 1], data[cut + 1 :]
+            out.append(TimedLine(self.run_id, line, self.times.at(self.start)))
+            self.start += len(line)
+        if final and data:
+            out.append(TimedLine(self.run_id, data, self.times.at(self.start)))
+            self.start, data = self.start + len(data), b""
+        self.pending = data
+        return out
+
+
+def read_timed_lines(
+    deps: RunDeps,
+    run_ids: list[str],
+    *,
+    follow: bool,
+    tail: int | None = None,
+    since: float | None = None,
+) -> Iterator[TimedLine]:
+    """Runs' log lines with the time each was written, as ``read_logs`` reads them; with ``since``
+    (unix time) only lines written then or later (a line of unknown time is not), with ``tail``
+    the last lines of those."""
+    runs = {rid: _TimedRun(rid, _LogTimes(deps.paths(deps.store.get_run(rid)).log_times)) for rid in run_ids}
+
+    def kept(found: list[TimedLine]) -> list[TimedLine]:
+        return [t for t in found if since is None or (t.at is not None and t.at >= since)]
+
+    for run_id, chunk in read_logs(deps, run_ids, egress=False, follow=follow):
+        run = runs[run_id]
+        found = kept(run.lines(chunk, final=False))
+        if run.first:
+            run.first = False
+            if tail is not None:
+                found = found[-tail:] if tail > 0 else []
+        yield from found
+    for run in runs.values():
+        yield from kept(run.lines(b"", final=True))

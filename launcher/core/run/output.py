@@ -14,8 +14,10 @@ log file by a thread of its own, so a slow or closed terminal never holds the ru
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,13 @@ STREAM_DRAIN_S = 30.0
 # The log keeps its first bytes and its last ones (where the AGENT_RESULT block is).
 TAIL_MAX = 8 * 1024 * 1024
 ECHO_READ = 1024 * 1024
+# A time-index entry at most this often: `logs -t` needs to the millisecond, not per write.
+TIMES_EVERY_S = 0.005
+
+
+def times_path(log_path: Path) -> Path:
+    """The log's time index, beside it (RunPaths.log_times for a run's)."""
+    return log_path.with_name(log_path.name + ".times")
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,9 @@ class RunOutput:
         self._echo_to = echo
         self._lock = threading.Lock()
         self._log: BinaryIO | None = None
+        # When bytes went into the log: `logs --timestamps/--since` read it; the log stays bytes exact.
+        self._times: BinaryIO | None = None
+        self._last_time = 0.0
         self._pump: _Pump | None = None
         self._echo: _EchoTail | None = None
         self._received = 0  # bytes the live stream delivered, and their digest
@@ -122,6 +134,10 @@ class RunOutput:
         self._engine_prefix = engine_prefix
         log = open(self._log_path, "ab")  # noqa: SIM115 - closed by finish() or close()
         self._log = log
+        try:
+            self._times = open(times_path(self._log_path), "ab")  # noqa: SIM115 - closed with the log
+        except OSError as exc:
+            self._errors.append(f"cannot write the log's time index: {exc}")
         if self._echo_to is not None:
             self._echo = _EchoTail(self._log_path, log.tell(), self._echo_to)
             self._echo.start()
@@ -181,6 +197,7 @@ class RunOutput:
         if not data or log is None:
             return
         try:
+            self._stamp(log.tell())
             log.write(data)
             log.flush()
         except OSError as exc:
@@ -191,7 +208,25 @@ class RunOutput:
         if self._echo is not None:
             self._echo.advance(log.tell())
 
+    def _stamp(self, offset: int) -> None:
+        """Note when the bytes from ``offset`` on were written (a lost index loses times, not output)."""
+        now = time.time()
+        if self._times is None or now - self._last_time < TIMES_EVERY_S:
+            return
+        self._last_time = now
+        try:
+            self._times.write(f"{offset} {now:.6f}\n".encode())
+            self._times.flush()
+        except OSError as exc:
+            self._errors.append(f"cannot write the log's time index: {exc}")
+            self._times.close()
+            self._times = None
+
     def _close_log(self) -> None:
+        if self._times is not None:
+            with contextlib.suppress(OSError):  # only times are lost
+                self._times.close()
+            self._times = None
         if self._log is not None:
             try:
                 self._log.close()

@@ -62,6 +62,11 @@ class RunService:
     ) -> Iterator[tuple[str, bytes]]:
         return lifecycle.read_logs(self.deps, run_ids, egress=egress, follow=follow, tail=tail)
 
+    def read_timed_lines(
+        self, run_ids: list[str], *, follow: bool, tail: int | None = None, since: float | None = None
+    ) -> Iterator[lifecycle.TimedLine]:
+        return lifecycle.read_timed_lines(self.deps, run_ids, follow=follow, tail=tail, since=since)
+
     def log_path(self, run: RunRecord, *, egress: bool = False) -> Path:
         return lifecycle.log_path(self.deps, run, egress=egress)
 
