@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import typer
@@ -17,6 +17,7 @@ from launcher.cli.run_cmd import run_view
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from launcher.core.run import RunService
     from launcher.models import RunRecord
 
 
@@ -48,7 +49,8 @@ def ps(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print runs as JSON."),
 ) -> None:
-    """List live runs (all runs with --all): duration, commits, the agent's result, egress denials.
+    """List live runs (all runs with --all): duration, commits, the agent's result, egress denials,
+    the last output line.
 
     The table drops its widest optional columns when the terminal ($COLUMNS) is too narrow.
     """
@@ -92,16 +94,28 @@ def ps(
     if not runs:
         typer.echo("no runs match" if wanted else "no runs" if all_ else "no live runs (see --all)")
         return
-    typer.echo(_table(runs, now, _terminal_width()))
+    typer.echo(_table(runs, now, _terminal_width(), _last_line_of(app_of(ctx).read_only().runs)))
 
 
-def _table(runs: list[RunRecord], now: datetime, width: int | None) -> str:
+def _table(runs: list[RunRecord], now: datetime, width: int | None, last_line: Callable[[RunRecord], str]) -> str:
     from launcher.core import run_view as view
 
-    rows = view.table_rows(runs, now)
+    rows = view.table_rows(runs, now, last_line)
     columns = view.fit_columns(rows, width)
     headers = [view.HEADERS.get(c, c).upper() for c in columns]
     return table([[r[c] for c in columns] for r in rows], headers)
+
+
+def _last_line_of(service: RunService) -> Callable[[RunRecord], str]:
+    """A run's last output line as the table shows it (control characters as text)."""
+    from launcher.adapters.live_run import tail
+    from launcher.cli.terminal import neutralise
+    from launcher.core.top_view import last_line
+
+    def last(run: RunRecord) -> str:
+        return neutralise(last_line(tail(service.log_path(run))))
+
+    return last
 
 
 def _terminal_width() -> int | None:

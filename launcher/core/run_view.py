@@ -214,9 +214,13 @@ COLUMNS = (
     "Branch",
     "Pushed",
     "Ports",
+    "Last",
 )
 # Shown only when a run in the table has a value: most runs lease no port.
-SPARSE_COLUMNS = frozenset({"Ports"})
+# "Last" (the run's last output line) is filled in by the caller, which reads the log: it is
+# the widest column, so it is the first to go on a narrow terminal.
+SPARSE_COLUMNS = frozenset({"Ports", "Last"})
+LAST_WIDTH = 80
 REQUIRED = frozenset({"ID", "Task", "State"})
 HEADERS = {"ID": "RUN"}
 TASK_WIDTH = 40
@@ -240,11 +244,14 @@ def fit_columns(rows: list[dict[str, str]], width: int | None) -> list[str]:
     return columns
 
 
-def table_rows(runs: Iterable[RunRecord], now: datetime) -> list[dict[str, str]]:
+def table_rows(
+    runs: Iterable[RunRecord], now: datetime, last_line: Callable[[RunRecord], str] | None = None
+) -> list[dict[str, str]]:
     rows = []
     for run in runs:
         cells = row(run, now)
         cells["Task"] = cells["Task"][:TASK_WIDTH]
+        cells["Last"] = last_line(run)[:LAST_WIDTH] if last_line is not None else ""
         rows.append(cells)
     return rows
 

@@ -229,6 +229,8 @@ def test_ps_logs_and_wait_against_real_runs(git_repo: Path, case_root: Path) -> 
         ]
         table = cli("ps", "-a").stdout.splitlines()
         assert table[0].split()[5:8] == ["DURATION", "COMMITS", "RESULT"]
+        assert table[0].split()[-1] == "LAST"
+        assert next(line for line in table if line.startswith(ok)).endswith("last line of ok")
 
         tail = cli("logs", "--tail", "1", ok, failing)
         assert tail.exit_code == 0, tail.stderr
@@ -245,3 +247,30 @@ def test_ps_logs_and_wait_against_real_runs(git_repo: Path, case_root: Path) -> 
     finally:
         leftovers = release_root(root)
     assert not leftovers, leftovers
+
+
+def test_the_last_output_line_shows_as_a_terminal_left_it(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet = add_run(world, state=RunState.RUNNING, seconds=1)
+    talking = add_run(world, state=RunState.RUNNING, seconds=1)
+    log = world.deps.paths(world.store.get_run(talking)).log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"first\nprogress 10%\rprogress 100%\n\x1b[31mred\x1b[0m tail\n\n")
+
+    result = ps(world)
+
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[-1] == "LAST"
+    by_id = {line.split()[0]: line for line in rows}
+    # Escape codes are shown as text (^[), never sent to the terminal.
+    assert by_id[talking].endswith("^[[31mred^[[0m tail"), by_id[talking]
+    assert "\x1b" not in result.stdout
+    assert "progress" not in by_id[talking]
+    assert "tail" not in by_id[quiet]
+    log.write_bytes(b"x" * 200 + b"\n")
+    wide = ps(world).stdout
+    assert "x" * 80 in wide
+    assert "x" * 81 not in wide, "the last line is cut at 80 characters"
+    monkeypatch.setenv("COLUMNS", "120")
+    narrow = ps(world).stdout.splitlines()
+    assert "LAST" not in narrow[0].split(), "the widest optional column goes first on a narrow terminal"
+    assert max(len(line) for line in narrow) <= 120
