@@ -103,6 +103,9 @@ def batch(
     service_names: list[str] = typer.Option(
         None, "--service", metavar="NAME", help="Start [run.services.NAME] for every run (see `run --help`)."
     ),
+    label: list[str] = typer.Option(
+        None, "--label", "-l", metavar="KEY[=VALUE]", help="A label every run carries (see `run --help`)."
+    ),
     push: bool = typer.Option(
         None, "--push/--no-push", help="The host pushes every run's branch after harvest (see `run --help`)."
     ),
@@ -124,10 +127,12 @@ def batch(
     Exit status: 0 when every task's run exited 0, 10 when any run did not, 1 on batch errors.
     """
     from launcher.adapters.procinfo import current_owner, owner_alive
+    from launcher.cli.run_cmd import user_labels
     from launcher.core import agents
     from launcher.core.batch import Batch, BatchOptions
     from launcher.core.netpolicy import normalise_mode
 
+    labels = user_labels(label)
     app_ = app_of(ctx)
     chosen = agents.resolve(app_.config.agent, agent)
     reconnect = app_.layout.reconnect_seconds
@@ -148,6 +153,7 @@ def batch(
         sparse=sparse or [],
         ports=port or [],
         services=service_names or [],
+        labels=labels,
         push=push,
         remote=remote,
         pr=pr,

@@ -35,8 +35,9 @@ def ps(
         "--filter",
         "-f",
         metavar="KEY=VALUE",
-        help="Only runs that match: id (prefix), state, task (ID or prefix), repo (name or path). "
-        "Repeatable: the same key twice matches either value, different keys must all match. "
+        help="Only runs that match: id (prefix), state, task (ID or prefix), repo (name or path), "
+        "label (KEY or KEY=VALUE, from `run --label`). Repeatable: the same key twice matches either value "
+        "(label filters must all match, as docker's), different keys must all match. "
         "A state filter looks at finished runs too.",
     ),
     format_: str = typer.Option(

@@ -167,6 +167,14 @@ def run(
         help="Start [run.services.NAME] of launcher.toml on the run's network before the agent (reachable as "
         "NAME:PORT); services with auto = true start anyway. Repeatable.",
     ),
+    label: list[str] = typer.Option(
+        None,
+        "--label",
+        "-l",
+        metavar="KEY[=VALUE]",
+        help="A label of your own, kept with the run: `ps --filter label=KEY[=VALUE]` selects by it, "
+        "`ps --format '{{.Labels}}'` shows it. Repeatable.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the finished run as JSON (agent output goes to the log only)."
     ),
@@ -194,11 +202,13 @@ def run(
       launcher run demo-1 --preset pypi --allow git.example.com -- pip install -e .
       launcher run demo-1 --api-key ANTHROPIC_API_KEY=https://api.anthropic.com -- claude -p "…"
       launcher run big-7 --sparse services/api --sparse libs/common -- ./agent.sh
+      launcher run demo-1 --label team=payments --label ci-job=1234 -- ./agent.sh
     """
     from launcher.adapters.procinfo import current_owner
     from launcher.core import agents
     from launcher.errors import InvalidInputError
 
+    labels = user_labels(label)
     app_ = app_of(ctx)
     items = list(args or [])
     where: str | None = None
@@ -254,6 +264,7 @@ def run(
         prompt=text,
         ports=port,
         services=service_names,
+        labels=labels,
     )
     if detach:
         from launcher.cli.detach import spawn_supervisor
@@ -307,6 +318,16 @@ def cancel_on_signals(grace: float) -> Iterator[None]:
     finally:
         for signum, before in previous.items():
             signal.signal(signum, before)
+
+
+def user_labels(given: list[str] | None) -> dict[str, str]:
+    """--label KEY[=VALUE]…, or a usage error (exit 2) before anything is made."""
+    from launcher.core.user_labels import LabelError, parse_labels
+
+    try:
+        return parse_labels(given or [])
+    except LabelError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--label'") from None
 
 
 def read_prompt(prompt: str | None, prompt_file: Path | None) -> str | None:

@@ -91,6 +91,7 @@ class BatchOptions(BaseModel):
     sparse: list[str] = Field(default_factory=list, description="folders every run checks out (cone mode)")
     ports: list[str] = Field(default_factory=list, description="NAME[=[SERVICE:]PORT] every run leases (--port)")
     services: list[str] = Field(default_factory=list, description="[run.services] every run starts (--service)")
+    labels: dict[str, str] = Field(default_factory=dict, description="labels every run carries (--label)")
     push: bool | None = Field(default=None, description="the host pushes every run's branch ([publish] push)")
     remote: str | None = None
     pr: bool | None = None
@@ -609,6 +610,7 @@ class Batch:
             sparse=o.sparse,
             ports=o.ports,
             services=o.services,
+            labels=o.labels,
             push=o.push,
             remote=o.remote,
             pr=o.pr,

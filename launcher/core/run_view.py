@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.core.transitions import LIVE_RUN_STATES
+from launcher.core.user_labels import label_matches, labels_text
 from launcher.models import RunRecord
 
 
@@ -105,6 +106,7 @@ FIELDS: dict[str, Callable[[RunRecord, datetime], tuple[str, Any]]] = {
     "Image": lambda r, _n: (r.image or "", r.image),
     "Attempt": lambda r, _n: (str(r.attempt), r.attempt),
     "Ports": lambda r, _n: (ports_text(r), ports(r) or None),
+    "Labels": lambda r, _n: (labels_text(r.details.labels), r.details.labels or {}),
 }
 
 
@@ -160,7 +162,7 @@ def compile_template(template: str) -> Callable[[RunRecord, datetime], str]:
 
 # -- --filter ------------------------------------------------------------------------------
 
-FILTER_KEYS = ("id", "state", "task", "repo")
+FILTER_KEYS = ("id", "state", "task", "repo", "label")
 
 
 class FilterError(ValueError):
@@ -168,7 +170,8 @@ class FilterError(ValueError):
 
 
 def parse_filters(given: Iterable[str]) -> dict[str, list[str]]:
-    """key=value, repeatable: the same key twice is either value, different keys must all hold."""
+    """key=value, repeatable: the same key twice is either value, different keys must all hold;
+    `label` is the exception, as in docker: every label filter must hold (label=KEY or label=KEY=VALUE)."""
     filters: dict[str, list[str]] = {}
     for item in given:
         key, sep, value = item.partition("=")
@@ -195,8 +198,11 @@ def matches(run: RunRecord, filters: Mapping[str, list[str]]) -> bool:
         "state": lambda v: run.state.value == v,
         "task": lambda v: run.task_id == v or run.task_id.startswith(v),
         "repo": lambda v: _repo_matches(run, v),
+        "label": lambda v: label_matches(run.details.labels, v),
     }
-    return all(any(tests[key](value) for value in wanted) for key, wanted in filters.items())
+    return all(
+        (all if key == "label" else any)(tests[key](value) for value in wanted) for key, wanted in filters.items()
+    )
 
 
 # -- the table -----------------------------------------------------------------------------

@@ -320,6 +320,7 @@ class RunDetails(Recorded):
     )
     agent: str | None = Field(default=None, description="the agent profile the run used (--agent, [agent] default)")
     prompt: str | None = Field(default=None, description="the prompt the agent was given (its first 64 KiB)")
+    labels: dict[str, str] | None = Field(default=None, description="the user's own labels (--label KEY=VALUE)")
     # prepared
     task_snapshot: dict[str, Any] | None = Field(default=None, description="the task document the run started from")
     task_version: int | None = None

@@ -45,6 +45,7 @@ class RunView(RunRecord):
         description="each leased port's name and the URL the host reaches it at (127.0.0.1 only), while the run "
         "lives; what it had is in details.ports",
     )
+    labels: dict[str, str] = Field(default_factory=dict, description="the user's own labels (--label KEY=VALUE)")
 
     @classmethod
     def of(cls, run: RunRecord) -> RunView:
@@ -60,6 +61,7 @@ class RunView(RunRecord):
                 "log": run.details.log,
                 "egress": egress,
                 "publish": run.details.publish,
+                "labels": run.details.labels or {},
                 "ports": {
                     p.name: p.url for p in run.details.ports or [] if p.name and p.url and run.state in LIVE_RUN_STATES
                 },

@@ -156,7 +156,7 @@ class _Pages:
         from launcher.models import utcnow
 
         q = request.query_params
-        given = [f"{k}={q[k]}" for k in ("id", "state", "task", "repo") if q.get(k)] + q.getlist("filter")
+        given = [f"{k}={v}" for k in view.FILTER_KEYS for v in q.getlist(k) if v] + q.getlist("filter")
         try:
             wanted = view.parse_filters(given)
         except view.FilterError as exc:

@@ -225,11 +225,15 @@ def test_a_finished_run_whose_claim_was_never_released_is_not_run_again(bench: B
 
     bench.wait_for(lease_expired, timeout=30, what="the dead claim's lease to expire")
 
-    result = bench.cli("batch", "--json", "--poll", "0.2")
+    result = bench.cli("batch", "--json", "--poll", "0.2", "--label", "source=batch", "-l", "nightly")
     summary = summary_of(result)
     assert result.exit_code == 0, result.stderr[-5000:]
     assert summary["errors"] == []
     reported = outcomes([summary])
+    # Every run the batch made carries its labels; the run made before it carries none.
+    (labelled,) = bench.runs_by_task()[other]
+    assert labelled["labels"] == {"source": "batch", "nightly": ""}
+    assert finished["labels"] == {}
     assert reported[stale]["runs"] == []
     assert reported[stale]["skipped"] is not None
     assert finished["id"] in reported[stale]["skipped"]

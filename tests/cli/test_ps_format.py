@@ -143,12 +143,49 @@ def test_quiet_prints_ids_only_and_filters_select(world: FakeWorld) -> None:
     assert ps(world, "-a", "--filter", "repo=elsewhere").stdout.strip() == "no runs match"
 
 
+def test_label_filters_select_as_dockers_and_labels_show_in_templates(world: FakeWorld) -> None:
+    payments = add_run(world, state=RunState.EXITED, seconds=5, details={"labels": {"team": "payments", "ci": ""}})
+    search = add_run(world, state=RunState.EXITED, seconds=5, details={"labels": {"team": "search"}})
+    bare = add_run(world, state=RunState.EXITED, seconds=5)
+
+    def selected(*filters: str) -> list[str]:
+        args = [arg for f in filters for arg in ("--filter", f)]
+        return sorted(ps(world, "-q", "-a", *args).stdout.split())
+
+    assert selected("label=team") == sorted([payments, search])
+    assert selected("label=team=payments") == [payments]
+    assert selected("label=team=pay") == []
+    # Unlike other keys, label filters must all hold (docker's rule): a run with team and ci.
+    assert selected("label=team", "label=ci") == [payments]
+    assert selected("label=ci", "state=exited") == [payments]
+    assert selected("label=nobody") == []
+    lines = ps(world, "-a", "--format", "{{.ID}} {{.Labels}}").stdout.splitlines()
+    assert sorted(lines) == sorted([f"{payments} ci,team=payments", f"{search} team=search", f"{bare} "])
+    shown = {r["id"]: r["labels"] for r in json.loads(ps(world, "-a", "--json").stdout)}
+    assert shown == {payments: {"team": "payments", "ci": ""}, search: {"team": "search"}, bare: {}}
+    assert json.loads(ps(world, "-a", "-f", "label=team=search", "--format", "{{json .Labels}}").stdout) == {
+        "team": "search"
+    }
+
+
+@pytest.mark.parametrize("bad", ["has space=x", "=x", "-lead=x", "ok=line\nbreak", "k=" + "v" * 257])
+def test_a_label_launcher_does_not_keep_is_a_usage_error_and_nothing_is_made(world: FakeWorld, bad: str) -> None:
+    task = world.new_task()
+    before = world.store.list_runs()
+
+    result = invoke(["--root", str(world.root), "run", task, "--label", bad, "--network", "none", "--", "true"])
+
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "--label" in result.stderr
+    assert world.store.list_runs() == before
+
+
 @pytest.mark.parametrize("bad", ["colour=red", "state", "=x", "state="])
 def test_a_bad_filter_is_a_usage_error_naming_the_keys(world: FakeWorld, bad: str) -> None:
     result = ps(world, "--filter", bad)
 
     assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert "id, state, task, repo" in result.stderr
+    assert "id, state, task, repo, label" in result.stderr
     assert result.stdout == ""
 
 
@@ -207,6 +244,10 @@ def test_ps_logs_and_wait_against_real_runs(git_repo: Path, case_root: Path) -> 
                 str(git_repo),
                 "--title",
                 f"Watch {name}",
+                "--label",
+                f"outcome={name}",
+                "--label",
+                "suite=ps",
                 "--network",
                 "none",
                 "--json",
@@ -223,6 +264,9 @@ def test_ps_logs_and_wait_against_real_runs(git_repo: Path, case_root: Path) -> 
         assert sorted(lines) == sorted([f"{ok} exited 0 2", f"{failing} failed 3 0"])
         assert cli("ps", "-q", "--filter", "state=failed").stdout.split() == [failing]
         assert cli("ps", "-q", "-a", "--filter", "repo=demo").stdout.split() == [ok, failing]
+        assert cli("ps", "-q", "-a", "--filter", "label=suite=ps").stdout.split() == [ok, failing]
+        assert cli("ps", "-q", "-a", "-f", "label=suite", "-f", "label=outcome=failing").stdout.split() == [failing]
+        assert cli("ps", "-a", "-f", f"id={ok}", "--format", "{{.Labels}}").stdout == "outcome=ok,suite=ps\n"
         ok_task = json.loads(cli("ps", "-a", "--format", "{{json .}}", "-f", "state=exited").stdout)["Task"]
         assert [r["id"] for r in json.loads(cli("ps", "-a", "-f", f"task={ok_task}", "--format", "json").stdout)] == [
             ok

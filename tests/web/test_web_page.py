@@ -131,6 +131,12 @@ def test_the_run_list_shows_live_runs_and_filters(served: Served) -> None:
     _, _, by_id = served.get(f"/?all=1&id={ended}")
     assert ended in by_id
     assert live not in by_id
+    served.world.store.update_run(ended, details={"labels": {"team": "payments"}})
+    _, _, labelled = served.get("/?all=1&label=team%3Dpayments")
+    assert ended in labelled
+    assert live not in labelled
+    _, _, other_team = served.get("/?all=1&label=team%3Dsearch")
+    assert ended not in other_team
     status, _, bad = served.get("/?filter=colour%3Dred")
     assert status == 400
     assert "colour" in bad

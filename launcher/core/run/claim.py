@@ -45,6 +45,7 @@ def claim_run(deps: RunDeps, plan: RunPlan, owner: RunOwner) -> RunRecord:
         grace=plan.grace,
         devcontainer=plan.devcontainer,
         environment_notes=plan.environment_notes or None,
+        labels=plan.labels or None,
     )
     details = {**planned.model_dump(mode="json"), "claim": claim.recorded()}
     return deps.store.update_run(run.id, uid=uid, details=details)

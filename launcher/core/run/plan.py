@@ -138,6 +138,7 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
         redact=redaction_values(includes),
         ports=ports,
         services=services,
+        labels=request.labels,
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from launcher.core.netpolicy import EgressPolicy
 from launcher.core.portleases import PortWish
 from launcher.core.ports import RepoPort
+from launcher.core.user_labels import check_labels
 from launcher.models import TaskRecord
 from launcher.settings import AgentProfile, PublishSettings, ServiceSettings
 
@@ -59,6 +60,14 @@ class RunRequest(BaseModel):
         default_factory=list, description="NAME[=[SERVICE:]PORT]: a host port leased on 127.0.0.1 (--port)"
     )
     services: list[str] = Field(default_factory=list, description="[run.services] names to start (--service)")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="the user's KEY=VALUE labels, kept with the run (--label)"
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_kept(cls, labels: dict[str, str]) -> dict[str, str]:
+        return check_labels(labels)
 
 
 @dataclass(frozen=True)
@@ -97,3 +106,4 @@ class RunPlan:
     # Host ports leased for the run (on 127.0.0.1) and the sidecar services started on its network.
     ports: tuple[PortWish, ...] = ()
     services: dict[str, ServiceSettings] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
