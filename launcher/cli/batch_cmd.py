@@ -400,6 +400,7 @@ def matrix(
     ctx: typer.Context,
     status: str = typer.Option("queued", "--status", help="`queued` (default), or a task status such as active."),
     fmt: str = typer.Option("github", "--format", help='github: one-line {"include": […]}; json: pretty list.'),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json, as every listing takes it."),
 ) -> None:
     """Print tasks as a CI matrix: one job per task, each running `launcher run TASK`.
 
@@ -411,6 +412,8 @@ def matrix(
 
     from launcher.core.matrix import plan_matrix
 
+    if as_json:
+        fmt = "json"
     if fmt not in ("github", "json"):
         raise typer.BadParameter(f"{fmt!r}: choose github or json", param_hint="'--format'")
     app_ = app_of(ctx).read_only()  # a look only: no state store is made where there is none

@@ -60,6 +60,7 @@ def test_matrix_by_task_status(bench: Bench) -> None:
     implementing = one_line_json(bench.ok("matrix", "--status", "implementing").stdout)
     assert implementing == {"include": [{"task": moved["id"], "slug": moved["slug"]}]}
     assert bench.matrix("--status", "verifying", "--format", "json") == {"include": []}
+    assert json.loads(bench.ok("matrix", "--status", "implementing", "--json").stdout) == implementing
     assert one_line_json(bench.ok("matrix").stdout) == {"include": [{"task": first["id"], "slug": first["slug"]}]}
 
 
