@@ -13,7 +13,7 @@ and a temporary case root, after one untimed warm-up run:
    (`docker run --rm`, as entry.sh does them) and on the host; against `git worktree add`
    with checkout on the host (the bare baseline's way).
 5. entry.sh inside a real run: `GIT_TRACE_PERFORMANCE=1` handed to the run with launcher's own
-   `--secret NAME` (a value under 4 characters is not redacted), so the container's git reports
+   `--secret NAME` (its value a path, /proc/self/fd/2: long enough to be a secret), so the container's git reports
    how long its checkout took; the rest up to the first instruction is backdating and refresh.
 """
 
@@ -193,7 +193,9 @@ def _entry_replay(ctx: Context, repo: Path, repeats: int) -> dict[str, Any]:
 
 
 def _entry_in_run(ctx: Context, root: Path, task: str) -> dict[str, Any]:
-    env = {**ctx.env, "GIT_TRACE_PERFORMANCE": "1"}
+    # git traces to a path as well as to "1"; a path is long enough to pass as a secret (launcher
+    # refuses secrets under 8 bytes, which it could not redact) and this one is the run's stderr.
+    env = {**ctx.env, "GIT_TRACE_PERFORMANCE": "/proc/self/fd/2"}
     launch = time.time()
     argv = [*ctx.launcher, "--root", str(root), "run", "--secret", "GIT_TRACE_PERFORMANCE", task]
     done = ctx.run(argv, env=env)

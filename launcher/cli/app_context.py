@@ -180,7 +180,10 @@ class Application:
             marks=marks,
             trust=CaFiles(),
             image_builder=DockerImageBuilder(
-                layout.state_dir / "image-checks", root=self.root, progress=lambda line: print(line, file=sys.stderr)
+                layout.state_dir / "image-checks",
+                root=self.root,
+                connect=lambda: sandbox.client,
+                progress=lambda line: print(line, file=sys.stderr),
             ),
             sidecars=sandbox,
             case_state=CaseStateFiles(),

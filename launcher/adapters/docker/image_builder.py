@@ -60,18 +60,21 @@ class DockerImageBuilder:
         check_cache: Path,
         *,
         root: Path,
-        client: Any | None = None,
+        connect: Callable[[], Any] = docker_client,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self._check_cache = check_cache
         self._root = root
-        self._client = client
+        # The run's own engine connection (the sandbox's), made when first needed: a second
+        # client would cost a second ping and connection pool on every launch.
+        self._connect = connect
+        self._client: Any | None = None
         self._progress = progress
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = docker_client()
+            self._client = self._connect()
         return self._client
 
     # -- the repository, through host git --------------------------------------------------
