@@ -50,6 +50,8 @@ def render_task_json(doc: dict[str, Any]) -> bytes:
 
 # A task's description as a pull request shows it: GitHub's body holds 65,536 characters in all.
 MD_READ_MAX = 256 * 1024
+# What a run's copy of its task files may hold (the .md is the agent's brief, not a data file).
+COPY_READ_MAX = 4 * 1024 * 1024
 
 
 def render_task_md(task: TaskRecord, body: str | None, template: str | None = None) -> str:
@@ -119,6 +121,26 @@ class TaskFiles:
             # The port's promise: what cannot be read is an OSError, whatever refused it (a symlink).
             raise OSError(str(exc)) from exc
         return data.decode("utf-8", errors="replace")
+
+    def read_copies(self, task: TaskRecord) -> tuple[bytes, bytes | None]:
+        # A repository's own .case/tasks/ is whatever its commits hold: a task file that is a
+        # symbolic link (to a host key, say) must not be copied into a run as the task.
+        copies: list[bytes | None] = []
+        for path in (self.json_path(task), self.md_path(task)):
+            try:
+                copies.append(read_untrusted(path, max_bytes=COPY_READ_MAX))
+            except FileNotFoundError:
+                copies.append(None)
+            except (OSError, LauncherError) as exc:
+                raise InvalidInputError(
+                    f"task {task.id}: {path} is not a regular file launcher can copy into a run: {exc}",
+                    hint="task files are plain files (no symbolic links), at most "
+                    f"{COPY_READ_MAX // (1024 * 1024)} MiB",
+                ) from exc
+        task_json, task_md = copies
+        if task_json is None:
+            raise InvalidInputError(f"task {task.id}: its file {self.json_path(task)} is gone")
+        return task_json, task_md
 
     @contextmanager
     def locked(self, task_id: str) -> Iterator[None]:

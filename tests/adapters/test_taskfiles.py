@@ -14,9 +14,15 @@ import pytest
 from launcher.adapters import safe_io
 from launcher.adapters.safe_io import atomic_write
 from launcher.adapters.store.sqlite import SqliteCoordinator
-from launcher.adapters.taskfiles import MD_READ_MAX, ExternalChangeError, TaskFiles, render_task_json
+from launcher.adapters.taskfiles import (
+    COPY_READ_MAX,
+    MD_READ_MAX,
+    ExternalChangeError,
+    TaskFiles,
+    render_task_json,
+)
 from launcher.core.tasks import RepoRef, TaskService
-from launcher.errors import IllegalTransitionError, StateStoreError
+from launcher.errors import IllegalTransitionError, InvalidInputError, StateStoreError
 from launcher.settings import Layout
 
 REPO = RepoRef(name="demo", path=None)
@@ -199,3 +205,30 @@ def test_read_md_is_capped_and_says_nothing_of_what_it_cannot_read_unless_strict
     assert files.read_md(task) is None
     with pytest.raises(OSError, match="not a regular file"):
         files.read_md(task, strict=True)
+
+
+def test_a_runs_copies_of_its_task_files_never_follow_a_symlink(tasks: TaskService, tmp_path: Path) -> None:
+    task = tasks.create(REPO, "Copy me", body="the brief\n")
+    files = tasks.files
+    task_json, task_md = files.read_copies(task)
+    assert task_json == files.json_path(task).read_bytes()
+    assert task_md is not None
+    assert b"the brief" in task_md
+
+    # A repository's .case/tasks/ holds what its commits hold: a .md that points at a host file
+    # is refused, naming the file; the host file's bytes are never read into the copy.
+    secret = tmp_path / "host-key"
+    secret.write_text("PRIVATE KEY\n")
+    md = files.md_path(task)
+    md.unlink()
+    md.symlink_to(secret)
+    with pytest.raises(InvalidInputError, match="symbolic link") as refused:
+        files.read_copies(task)
+    assert str(md) in str(refused.value)
+    assert "PRIVATE KEY" not in str(refused.value)
+
+    md.unlink()
+    assert files.read_copies(task)[1] is None
+    md.write_bytes(b"x" * (COPY_READ_MAX + 1))
+    with pytest.raises(InvalidInputError, match="MiB"):
+        files.read_copies(task)

@@ -187,3 +187,26 @@ def test_in_a_user_owned_repository_what_the_host_writes_in_case_is_the_owner_s(
     assert f"{task}/tested" in changes["carried_back"]
     assert _not_owned_by(layout.case_dir, owner) == []
     assert json.loads(layout.task_file(task).read_text())["status"] == "implementing"
+
+
+def test_a_task_description_that_is_a_symlink_in_the_repository_is_never_copied_into_a_run(
+    today: tuple[Today, Case], tmp_path: Path
+) -> None:
+    layout, case = today
+    case.ok("init")
+    task = case.json("task", "create", "--repo", "cli", "--title", "Linked brief")["id"]
+    # What a repository's commits can hold: its .case/tasks/…/TASK.md pointing at a host file.
+    secret = tmp_path / "host-only-key"
+    secret.write_text("HOST-ONLY-SECRET\n")
+    md = layout.task_file(task).with_name(f"{task}.md")
+    md.unlink()
+    md.symlink_to(secret)
+
+    result = case.cli("run", task, "--network", "none", "--", "sh", "-c", "cat .case/tasks/active/*.md; exit 0")
+
+    assert result.exit_code == 6, (result.stdout, result.stderr)  # refused before anything was made
+    assert "symbolic link" in result.stderr
+    assert str(md) in result.stderr
+    assert "HOST-ONLY-SECRET" not in result.stdout + result.stderr
+    assert case.runs() == []
+    assert case.containers() == []

@@ -27,6 +27,11 @@ class TaskFilesPort(Protocol):
         """
         ...
 
+    def read_copies(self, task: TaskRecord) -> tuple[bytes, bytes | None]:
+        """The task's .json and .md (None: it has none) as a run copies them: regular files read
+        without following a symbolic link, within a size cap; else InvalidInputError naming the file."""
+        ...
+
     def locked(self, task_id: str) -> AbstractContextManager[None]: ...
 
     def check_unchanged(self, task: TaskRecord) -> None:

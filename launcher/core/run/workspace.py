@@ -47,9 +47,8 @@ def prepare_workspace(deps: RunDeps, plan: RunPlan, run: RunRecord, paths: RunPa
 def read_task_files(deps: RunDeps, task: TaskRecord) -> tuple[TaskRecord, bytes, bytes | None]:
     """The task as its files are now (rendered from the coordinator first): the run's snapshot."""
     task = deps.files.sync(task.id)
-    task_json = deps.files.json_path(task).read_bytes()
-    md_path = deps.files.md_path(task)
-    return task, task_json, md_path.read_bytes() if md_path.exists() else None
+    task_json, task_md = deps.files.read_copies(task)
+    return task, task_json, task_md
 
 
 def record_snapshot(deps: RunDeps, run: RunRecord, task: TaskRecord) -> None:
