@@ -171,6 +171,13 @@ class NetworkSettings(BaseModel):
     proxy_idle: float = Field(
         default=600.0, ge=0, description="seconds with no run before the egress proxy exits by itself; 0: never"
     )
+    spare_networks: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="allowlist runs' networks kept after a run (the proxy still on them, no policy) for the next "
+        "runs to take instead of creating their own; 0: each run's network is removed with it",
+    )
     port_range: str = Field(
         default="28000-28999",
         description="LOW-HIGH: the host ports (on 127.0.0.1) runs' --port leases come from, one per name per run",
@@ -346,6 +353,7 @@ DEFAULT_CONFIG_TEXT = """\
 # ca_file = "/etc/ssl/corp-ca.pem"        # extra CA every run trusts (and the proxy, for --api-key upstreams)
 # allow_private = ["10.20.0.0/16"]        # private ranges internal mirrors live in; never loopback/link-local/metadata
 # proxy_idle = 600                        # seconds with no run before the proxy exits; 0: never
+# spare_networks = 2                      # keep this many runs' networks for the next runs (faster launch); 0: never
 #
 # [network.preset]
 # mirrors = ["mirror.example.com", "*.cdn.example.com"]

@@ -239,6 +239,7 @@ class Application:
             SubnetPool(net.subnet_pool),
             root=self.root,
             root_tag=labels.root_tag(self.root),
+            spares=net.spare_networks,
         )
 
     @cached_property

@@ -2,10 +2,20 @@
 
 Every step is recorded on the run before the next begins (network name and subnet first), so
 a launcher killed anywhere leaves something `gc` can find by record and by label.
+
+Spare networks ([network] spare_networks = N): a run's network is made recyclable (labelled
+``spare-network``, no run ID) and, when the run is done with it, kept for the next run instead
+of removed: its policy is gone (the proxy refuses everything from it), no container but the
+proxy is on it, and its subnet lease passes to ``spare:NAME``. A run takes one by moving that
+lease to itself (a compare-and-set: two runs never take the same one), writes its own policy and
+makes sure the proxy is on it: no network create, no proxy connect, and at the end no
+disconnect and no network removal on the run's path. gc removes spares that wait, taking their
+lease the same way first, so a run and gc never both have one.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +30,9 @@ from launcher.models import RunRecord
 # How many slots a run tries when other networks on the engine (another launcher root, another
 # tool) already hold them; each refusal costs one failed `network create`.
 MAX_SUBNET_ATTEMPTS = 64
+SPARE_HOLDER_PREFIX = "spare:"
+GC_HOLDER_PREFIX = "gc:"  # a spare's lease while gc removes it
+SPARE_NAME_PREFIX = "launcher-spare-"
 
 
 @dataclass(frozen=True)
@@ -38,9 +51,11 @@ class RunEgress:
         *,
         root: Path,
         root_tag: str,
+        spares: int = 0,
     ) -> None:
         self.store, self.networks, self.files, self.pool = store, networks, files, pool
         self.root, self.root_tag = root, root_tag
+        self.spares = spares
 
     def network_name(self, run_id: str) -> str:
         return f"launcher-{run_id}-{self.root_tag}"
@@ -53,8 +68,17 @@ class RunEgress:
         def record(subnet: RunSubnet) -> None:
             self.store.update_run(run.id, details={"egress": _egress_record(name, subnet)})
 
-        name = self.network_name(run.id)
-        subnet = self._make_network(run.id, name, lambda subnet: self._labels(run, subnet), record)
+        spare = self._take_spare(run) if self.spares else None
+        if spare is not None:
+            name, subnet = spare.name, spare.subnet
+            record(subnet)
+        elif self.spares:
+            # Made so that it can be kept for the next run: a spare's name and labels, no run ID.
+            name = f"{SPARE_NAME_PREFIX}{secrets.token_hex(4)}-{self.root_tag}"
+            subnet = self._make_network(run.id, name, self._spare_labels, record)
+        else:
+            name = self.network_name(run.id)
+            subnet = self._make_network(run.id, name, lambda subnet: self._labels(run, subnet), record)
         self.files.prepare()
         self.files.write_policy(
             run.id, policy_document(policy, run.id, subnet.cidr, key_values, self.files.log_name(run.id))
@@ -136,17 +160,28 @@ class RunEgress:
         name = recorded.network or self.network_name(run.id)
         log = str(decision_log)
         summary: list[EgressSummary] = []
-        steps: list[tuple[str, Callable[[], object]]] = [
-            # Removing the network disconnects its members, the proxy among them.
-            ("network removal", lambda: self.networks.remove_network(name)),
-            ("policy removal", lambda: self.files.remove_policy(run.id)),
+        take_log = (
             # The log moves whole; the record keeps only its summary (counts, the top hosts).
-            (
-                "decision log",
-                lambda: summary.append(summarise_decisions(self.files.take_log(run.id, decision_log), log)),
-            ),
-            ("subnet release", lambda: self.store.release_subnet(run.id)),
-        ]
+            "decision log",
+            lambda: summary.append(summarise_decisions(self.files.take_log(run.id, decision_log), log)),
+        )
+        steps: list[tuple[str, Callable[[], object]]]
+        if name.startswith(SPARE_NAME_PREFIX):
+            # The run's container and services are gone: once its policy is, the proxy refuses
+            # everything from this subnet, and the network may wait for the next run.
+            steps = [
+                ("policy removal", lambda: self.files.remove_policy(run.id)),
+                take_log,
+                ("spare network", lambda: self._keep_or_remove(run.id, name)),
+            ]
+        else:
+            steps = [
+                # Removing the network disconnects its members, the proxy among them.
+                ("network removal", lambda: self.networks.remove_network(name)),
+                ("policy removal", lambda: self.files.remove_policy(run.id)),
+                take_log,
+                ("subnet release", lambda: self.store.release_subnet(run.id)),
+            ]
         for what, step in steps:
             try:
                 step()
@@ -154,6 +189,50 @@ class RunEgress:
                 problems.append(f"egress {what}: {exc}")
         found = summary[0] if summary else summarise_decisions([], log)
         return found.model_copy(update={"log": log if decision_log.exists() else None})
+
+    # -- spare networks ---------------------------------------------------------------------
+
+    def _take_spare(self, run: RunRecord) -> RunNetwork | None:
+        """A waiting spare network, its lease now the run's; None when none waits."""
+        waiting = {
+            holder[len(SPARE_HOLDER_PREFIX) :]: slot
+            for slot, holder in self.store.subnet_leases().items()
+            if holder.startswith(SPARE_HOLDER_PREFIX)
+        }
+        if not waiting:
+            return None
+        for network in self.networks.networks():
+            slot = waiting.get(network.name)
+            if slot is None or network.labels.get(labels.KIND) != "spare-network":
+                continue
+            if not self.store.transfer_subnet(spare_holder(network.name), run.id):
+                continue  # another run (or gc) took it first
+            if self.networks.members(network.name) is None:
+                # Removed behind launcher's back (`docker network prune`): let go of it, make one.
+                self.store.release_subnet(run.id)
+                continue
+            return RunNetwork(name=network.name, subnet=self.pool.subnet(slot))
+        return None
+
+    def _keep_or_remove(self, run_id: str, name: str) -> None:
+        """Keep the run's network as a spare when fewer than [network] spare_networks wait and
+        nothing but the proxy is on it; else remove it and release its subnet."""
+        waiting = sum(1 for h in self.store.subnet_leases().values() if h.startswith(SPARE_HOLDER_PREFIX))
+        members = self.networks.members(name)
+        if (
+            waiting < self.spares
+            and members is not None
+            and set(members) <= {self.networks.proxy_name}
+            and self.store.transfer_subnet(run_id, spare_holder(name))
+        ):
+            return
+        try:
+            self.networks.remove_network(name)
+        finally:
+            self.store.release_subnet(run_id)
+
+    def _spare_labels(self, subnet: RunSubnet) -> dict[str, str]:
+        return {**labels.for_root(self.root, "spare-network"), **_subnet_labels(subnet)}
 
     def _labels(self, run: RunRecord, subnet: RunSubnet) -> dict[str, str]:
         return {**labels.for_run(self.root, run.id, run.task_id, kind="run-network"), **_subnet_labels(subnet)}
@@ -168,6 +247,11 @@ def _egress_record(name: str, subnet: RunSubnet) -> dict[str, str]:
 
 
 POOL_HOLDER_PREFIX = "pool:"
+
+
+def spare_holder(network: str) -> str:
+    """Who holds a spare network's subnet lease while it waits for a run."""
+    return SPARE_HOLDER_PREFIX + network
 
 
 def pool_holder(slot_id: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from launcher.core import labels
-from launcher.core.egress import POOL_HOLDER_PREFIX
+from launcher.core.egress import GC_HOLDER_PREFIX, POOL_HOLDER_PREFIX, SPARE_HOLDER_PREFIX
 from launcher.core.ports import RepoPort
 from launcher.core.run.deps import RunDeps
 from launcher.core.run.pool_take import discard_slot
@@ -298,8 +298,14 @@ class GarbageCollector:
     def _collect_egress(self, report: GcReport) -> None:
         egress = self.deps.egress
         assert egress is not None
-        for network in egress.networks.networks():
+        leases = egress.store.subnet_leases()
+        holder_of = {egress.pool.subnet(slot).cidr: holder for slot, holder in leases.items()}
+        networks = egress.networks.networks()
+        for network in networks:
             slot_id = network.labels.get(labels.POOL_SLOT)
+            if network.labels.get(labels.KIND) == "spare-network":
+                self._collect_spare(report, network.name, holder_of.get(network.labels.get(labels.SUBNET, "")))
+                continue
             if slot_id is not None:
                 may_go, why = slot_id not in self._slots_in_service, "its pool slot is gone"
             else:
@@ -310,6 +316,7 @@ class GarbageCollector:
                     GcAction(kind="remove-network", target=network.name, reason=why),
                     partial(egress.networks.remove_network, network.name),
                 )
+        names = {network.name for network in networks}
         for run_id in egress.files.policy_runs():
             may_go, why = self._settled(run_id)
             if may_go:
@@ -321,6 +328,14 @@ class GarbageCollector:
         for slot, run_id in sorted(egress.store.subnet_leases().items()):
             if run_id.startswith(POOL_HOLDER_PREFIX):
                 may_go, why = run_id[len(POOL_HOLDER_PREFIX) :] not in self._slots_in_service, "its pool slot is gone"
+            elif run_id.startswith((SPARE_HOLDER_PREFIX, GC_HOLDER_PREFIX)):
+                # A spare whose network is gone, or one a gc that died took to remove.
+                name = run_id.split(":", 1)[1]
+                # Looked at again: a run may have made it a spare since the networks were listed.
+                may_go = run_id.startswith(GC_HOLDER_PREFIX) or (
+                    name not in names and egress.networks.members(name) is None
+                )
+                why = "its spare network is gone"
             else:
                 may_go, why = self._settled(run_id)
             if may_go:
@@ -339,6 +354,32 @@ class GarbageCollector:
             action.error = str(exc)
         if action.done or action.error:
             report.actions.append(action)
+
+    def _collect_spare(self, report: GcReport, name: str, holder: str | None) -> None:
+        """A spare network: in use (its lease a live run's) it stays; waiting, or its run settled,
+        or with no lease at all, it goes. A waiting one is taken first (its lease moved to gc, a
+        compare-and-set), so a run taking it at that moment keeps it."""
+        egress = self.deps.egress
+        assert egress is not None
+        if holder is not None and not holder.startswith((SPARE_HOLDER_PREFIX, GC_HOLDER_PREFIX)):
+            may_go, why = self._settled(holder)
+            if may_go:
+                self._act(
+                    report,
+                    GcAction(kind="remove-network", target=name, reason=why),
+                    partial(egress.networks.remove_network, name),
+                )
+            return
+        why = "a spare network no run uses" if holder is not None else "a spare network without a subnet lease"
+
+        def take_and_remove() -> None:
+            waiting = holder is not None and holder.startswith(SPARE_HOLDER_PREFIX)
+            if waiting and not egress.store.transfer_subnet(str(holder), GC_HOLDER_PREFIX + name):
+                return  # a run took it meanwhile: it is in use now
+            egress.networks.remove_network(name)
+            egress.store.release_subnet(GC_HOLDER_PREFIX + name)
+
+        self._act(report, GcAction(kind="remove-network", target=name, reason=why), take_and_remove)
 
     def _remove_folder(self, path: Path, run: RunRecord | None, kind: str) -> None:
         repo = self.deps.recorded_repo(run) if run is not None and kind == "worktree" else None

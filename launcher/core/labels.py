@@ -27,15 +27,37 @@ CONTENT_HASH = "launcher.content-hash"  # on images: the hash of that folder
 
 # A run's sidecars ("service", "port-relay") carry its run label: gc and `rm` remove them with it.
 Kind = Literal[
-    "run", "harvest", "pool", "egress-proxy", "run-network", "pool-network", "check", "service", "port-relay"
+    "run",
+    "harvest",
+    "pool",
+    "egress-proxy",
+    "run-network",
+    "pool-network",
+    "spare-network",
+    "check",
+    "service",
+    "port-relay",
 ]
 KINDS: frozenset[str] = frozenset(
-    {"run", "harvest", "pool", "egress-proxy", "run-network", "pool-network", "check", "service", "port-relay"}
+    {
+        "run",
+        "harvest",
+        "pool",
+        "egress-proxy",
+        "run-network",
+        "pool-network",
+        "spare-network",
+        "check",
+        "service",
+        "port-relay",
+    }
 )
 KNOWN: frozenset[str] = frozenset(
     {ROOT, KIND, RUN_ID, TASK_ID, POOL_SLOT, SUBNET, PROXY_IP, PROXY_CONFIG, IMAGE, CONTENT_HASH}
 )
-RUN_NETWORK_KINDS = frozenset({"run-network", "pool-network"})
+# A spare network ([network] spare_networks) belongs to no run by label: the coordinator's
+# subnet lease says whose it is now (a run's ID, or spare:NAME while it waits for one).
+RUN_NETWORK_KINDS = frozenset({"run-network", "pool-network", "spare-network"})
 
 
 def root_tag(root: Path) -> str:

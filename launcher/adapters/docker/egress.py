@@ -195,6 +195,19 @@ class DockerEgress:
         infos = [NetworkInfo(id=n.id, name=n.name, labels=dict(n.attrs.get("Labels") or {})) for n in found]
         return [i for i in infos if i.labels.get(launcher_labels.KIND) in launcher_labels.RUN_NETWORK_KINDS]
 
+    def members(self, network: str) -> list[str] | None:
+        from docker.errors import NotFound
+
+        try:
+            found = self.client.networks.get(network)
+        except NotFound:
+            return None
+        return sorted(str(c.get("Name") or key) for key, c in (found.attrs.get("Containers") or {}).items())
+
+    @property
+    def proxy_name(self) -> str:
+        return self.settings.name
+
     # -- the proxy --------------------------------------------------------------------------
 
     def attach_proxy(self, network: str, ip: str) -> None:

@@ -24,6 +24,13 @@ class EgressNetworkPort(Protocol):
 
     def attach_proxy(self, network: str, ip: str) -> None: ...
 
+    def members(self, network: str) -> list[str] | None:
+        """Names of the containers on ``network``; None when there is no such network."""
+        ...
+
+    @property
+    def proxy_name(self) -> str: ...
+
     def remove_proxy_if_idle(self) -> bool: ...
 
 
