@@ -11,7 +11,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from launcher.adapters.safe_io import OverCapError, UnsafeFileError
+from launcher.adapters.safe_io import UnsafeFileError, read_untrusted_in
 from launcher.errors import StateStoreError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -84,30 +84,10 @@ class CaseStateFiles:
             return sorted(names)
 
     def read(self, top: Path, parts: list[str], *, max_bytes: int) -> bytes | None:
-        *folders, name = parts
-        _check_part(name)
-        path = top.joinpath(*parts)
-        with _on_host("read", path), _folder(top, folders, make=False, owner=None) as fd:
-            if fd is None:
-                return None
-            try:
-                file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                raise UnsafeFileError(f"{path} is a symbolic link or unreadable") from exc
-            try:
-                if not stat.S_ISREG(os.fstat(file_fd).st_mode):
-                    raise UnsafeFileError(f"{path} is not a regular file")
-                chunks, size = [], 0
-                while chunk := os.read(file_fd, 1 << 20):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise OverCapError(f"{path} is over {max_bytes} bytes", size=size)
-                    chunks.append(chunk)
-                return b"".join(chunks)
-            finally:
-                os.close(file_fd)
+        for part in parts:
+            _check_part(part)
+        with _on_host("read", top.joinpath(*parts)):
+            return read_untrusted_in(top, parts, max_bytes=max_bytes)
 
     def _temp(self, fd: int, name: str, data: bytes, owner: tuple[int, int] | None) -> str:
         tmp = f".{name}.{secrets.token_hex(6)}.tmp"

@@ -196,10 +196,13 @@ def read_untrusted_in(top: Path, parts: list[str], *, max_bytes: int) -> bytes |
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise UnsafeFileError(f"{top}/{'/'.join(parts)} is not a regular file")
-            data = os.read(fd, max_bytes + 1)
-            if len(data) > max_bytes:
-                raise UnsafeFileError(f"{top}/{'/'.join(parts)} is over the {max_bytes}-byte cap")
-            return data
+            chunks, size = [], 0
+            while size <= max_bytes and (chunk := os.read(fd, min(COPY_CHUNK, max_bytes + 1 - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > max_bytes:
+                raise OverCapError(f"{top}/{'/'.join(parts)} is over the {max_bytes}-byte cap", size=size)
+            return b"".join(chunks)
         finally:
             os.close(fd)
     finally:
