@@ -1,7 +1,7 @@
 """One contender in the port-lease race (tests/races/test_port_lease_race.py), a fresh interpreter.
 
 Usage: ``python port_lease_worker.py BARRIER INDEX JSON_ARGS``. Imports first, then ``ready-INDEX``,
-then waits for ``go``; leases ``count`` ports (one run each) from its root's coordinator. With
+then waits at the start gate (start_gate.py); leases ``count`` ports (one run each) from its root's coordinator. With
 ``hold`` each leased port is bound and kept listening on 127.0.0.1, as the engine's publishing
 would: that is how another root's runs find it taken. It reports its ports in ``out-INDEX.json``,
 touches ``leased-INDEX`` and keeps them until ``release`` appears; then it releases them.
@@ -14,6 +14,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+from start_gate import wait_at_gate
 
 from launcher.adapters.store.sqlite import SqliteCoordinator
 from launcher.core.portleases import PortLeaser, PortRange
@@ -46,8 +48,7 @@ def main() -> int:
         held.append(listener)
         return True
 
-    (barrier / f"ready-{index}").touch()
-    wait_file(barrier / "go")
+    wait_at_gate(barrier, index, TIMEOUT_S)
     store = SqliteCoordinator(Path(args["db"]))
     leaser = PortLeaser(store, PortRange(low=args["low"], high=args["high"]), bind_and_hold)
     runs = [f"{args['root']}-w{index}.{n}" for n in range(args["count"])]

@@ -1,8 +1,8 @@
 """One contender in a race: a fresh interpreter started by ``race_harness.race``.
 
 Usage: ``python race_worker.py MODE BARRIER_DIR INDEX JSON_ARGS``. The worker does its
-imports first, then says it is ready (``ready-INDEX``) and polls for ``go`` so that all
-contenders enter the race within a millisecond or two of each other. Whatever it has to
+imports first, then says it is ready (``ready-INDEX``) and blocks at the start gate (start_gate.py) so that
+all contenders enter the race together. Whatever it has to
 report goes to stdout as one JSON line at the end; modes that exec the CLI report through
 the CLI's own exit code and output instead.
 """
@@ -18,18 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from start_gate import wait_at_gate
+
 BARRIER_TIMEOUT_S = 120.0
 
 
 def wait_for_go(barrier: Path, index: int) -> None:
-    (barrier / f"ready-{index}").touch()
-    deadline = time.monotonic() + BARRIER_TIMEOUT_S
-    go = barrier / "go"
-    while not go.exists():
-        if time.monotonic() > deadline:
-            print(json.dumps({"error": "start barrier never opened"}))
-            sys.exit(99)
-        time.sleep(0.001)
+    wait_at_gate(barrier, index, BARRIER_TIMEOUT_S)
 
 
 def task_service(root: Path) -> Any:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from helpers import git, make_repo
+from start_gate import closed_gate
 
 WORKERS = 6
 DEADLINE_S = 120.0
@@ -48,8 +49,8 @@ class Watched(CloneCache):
 
 cache = Watched(state / "clones", state / "locks")
 (barrier / f"ready-{index}").touch()
-while not (barrier / "go").exists():
-    time.sleep(0.001)
+import fcntl  # the start gate (tests/races/start_gate.py): blocks until the test opens it
+fcntl.flock(os.open(barrier / "gate", os.O_RDONLY), fcntl.LOCK_SH)
 folder = cache.sync(url, normalise_url(url))
 import subprocess
 head = subprocess.run(["git", f"--git-dir={folder / '.git'}", "rev-parse", "HEAD"],
@@ -60,35 +61,36 @@ print(json.dumps({"folder": str(folder), "head": head}))
 
 def _race(state: Path, barrier: Path, urls: list[str]) -> list[dict[str, str]]:
     barrier.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_ROOT", "LAUNCHER_"))}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(state), str(barrier), str(i), url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        for i, url in enumerate(urls)
-    ]
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while len(list(barrier.glob("ready-*"))) < len(procs):
-            dead = [p for p in procs if p.poll() is not None]
-            assert not dead, f"a worker died before the start: {dead[0].communicate()[1].decode()[-2000:]}"
-            assert time.monotonic() < deadline, "workers did not reach the start barrier in time"
-            time.sleep(0.01)
-        (barrier / "go").touch()
-        reports = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
-            assert proc.returncode == 0, f"a worker failed: {err.decode()[-3000:]}"
-            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
-        return reports
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with closed_gate(barrier) as open_gate:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_ROOT", "LAUNCHER_"))}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(state), str(barrier), str(i), url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            for i, url in enumerate(urls)
+        ]
+        deadline = time.monotonic() + DEADLINE_S
+        try:
+            while len(list(barrier.glob("ready-*"))) < len(procs):
+                dead = [p for p in procs if p.poll() is not None]
+                assert not dead, f"a worker died before the start: {dead[0].communicate()[1].decode()[-2000:]}"
+                assert time.monotonic() < deadline, "workers did not reach the start barrier in time"
+                time.sleep(0.01)
+            open_gate()
+            reports = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+                assert proc.returncode == 0, f"a worker failed: {err.decode()[-3000:]}"
+                reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+            return reports
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 
 def _lines(path: Path) -> list[str]:

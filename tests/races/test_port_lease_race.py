@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
+from start_gate import closed_gate
 
 from launcher.adapters.store.sqlite import SqliteCoordinator
 
@@ -27,47 +28,48 @@ LOW, HIGH = 29300, 29699
 def race(tmp_path: Path, roots: dict[str, Path], per_root: int, count: int, *, hold: bool) -> list[list[object]]:
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    for db in roots.values():
-        SqliteCoordinator(db).close()
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        index = 0
-        for name, db in roots.items():
-            for _ in range(per_root):
-                args = {"db": str(db), "root": name, "count": count, "low": LOW, "high": HIGH, "hold": hold}
-                procs.append(
-                    subprocess.Popen([sys.executable, str(WORKER), str(barrier), str(index), json.dumps(args)])
-                )
-                index += 1
-        wait_for(lambda: len(list(barrier.glob("ready-*"))) == len(procs), timeout=120, what="every worker ready")
-        (barrier / "go").touch()
-        wait_for(
-            lambda: len(list(barrier.glob("leased-*"))) == len(procs) or any(p.poll() for p in procs),
-            timeout=120,
-            what="every worker's leases",
-        )
-        assert [p.poll() for p in procs] == [None] * len(procs), "a worker died while leasing"
-        leased = [pair for i in range(len(procs)) for pair in json.loads((barrier / f"out-{i}.json").read_text())]
-        held = {}
-        for name, db in roots.items():
+    with closed_gate(barrier) as open_gate:
+        for db in roots.values():
+            SqliteCoordinator(db).close()
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            index = 0
+            for name, db in roots.items():
+                for _ in range(per_root):
+                    args = {"db": str(db), "root": name, "count": count, "low": LOW, "high": HIGH, "hold": hold}
+                    procs.append(
+                        subprocess.Popen([sys.executable, str(WORKER), str(barrier), str(index), json.dumps(args)])
+                    )
+                    index += 1
+            wait_for(lambda: len(list(barrier.glob("ready-*"))) == len(procs), timeout=120, what="every worker ready")
+            open_gate()
+            wait_for(
+                lambda: len(list(barrier.glob("leased-*"))) == len(procs) or any(p.poll() for p in procs),
+                timeout=120,
+                what="every worker's leases",
+            )
+            assert [p.poll() for p in procs] == [None] * len(procs), "a worker died while leasing"
+            leased = [pair for i in range(len(procs)) for pair in json.loads((barrier / f"out-{i}.json").read_text())]
+            held = {}
+            for name, db in roots.items():
+                with SqliteCoordinator(db) as store:
+                    held[name] = store.port_leases()
+            (barrier / "release").touch()
+            deadline = time.monotonic() + 120
+            for proc in procs:
+                assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for name, leases in held.items():
+            mine = {port: run_id for run_id, port in leased if str(run_id).startswith(f"{name}-")}
+            assert {port: run_id for port, (run_id, _n) in leases.items()} == mine
+        for db in roots.values():
             with SqliteCoordinator(db) as store:
-                held[name] = store.port_leases()
-        (barrier / "release").touch()
-        deadline = time.monotonic() + 120
-        for proc in procs:
-            assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for name, leases in held.items():
-        mine = {port: run_id for run_id, port in leased if str(run_id).startswith(f"{name}-")}
-        assert {port: run_id for port, (run_id, _n) in leases.items()} == mine
-    for db in roots.values():
-        with SqliteCoordinator(db) as store:
-            assert store.port_leases() == {}
-    return leased
+                assert store.port_leases() == {}
+        return leased
 
 
 def test_two_roots_leasing_at_once_never_hold_one_port_twice(tmp_path: Path) -> None:

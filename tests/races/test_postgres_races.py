@@ -2,7 +2,7 @@
 
 Each race starts N fresh interpreters running this file as a worker (``python THIS MODE …``),
 lets them open their own coordinator, holds them at a start barrier (each touches
-``ready-<i>`` and polls for ``go``), releases them together, and collects one JSON report line
+``ready-<i>`` and blocks at the start gate, start_gate.py), releases them together, and collects one JSON report line
 from each. An overall deadline bounds every race and workers still alive at the end are killed.
 
 The promises under test are the ones several build boxes sharing one database depend on:
@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from start_gate import closed_gate, wait_at_gate
+
 BARRIER_TIMEOUT_S = 60.0
 RACE_DEADLINE_S = 90.0
 
@@ -29,12 +31,7 @@ RACE_DEADLINE_S = 90.0
 
 
 def _wait_for_go(barrier: Path, index: int) -> None:
-    (barrier / f"ready-{index}").touch()
-    deadline = time.monotonic() + BARRIER_TIMEOUT_S
-    while not (barrier / "go").exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("start barrier never opened")
-        time.sleep(0.001)
+    wait_at_gate(barrier, index, BARRIER_TIMEOUT_S)
 
 
 def _worker(mode: str, barrier: Path, index: int, args: dict[str, Any]) -> dict[str, Any]:
@@ -118,49 +115,50 @@ def race(mode: str, workdir: Path, args: list[dict[str, Any]]) -> list[dict[str,
     """Run one worker per entry of ``args``, released together; return their reports in order."""
     barrier = workdir / "barrier"
     barrier.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LAUNCHER_"))}
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    deadline = time.monotonic() + RACE_DEADLINE_S
-    try:
-        for index, worker_args in enumerate(args):
-            out, err = workdir / f"{index}.out", workdir / f"{index}.err"
-            logs.append((out, err))
-            with out.open("wb") as stdout, err.open("wb") as stderr:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, __file__, mode, str(barrier), str(index), json.dumps(worker_args)],
-                        stdout=stdout,
-                        stderr=stderr,
-                        env=env,
-                        cwd=workdir,
+    with closed_gate(barrier) as open_gate:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LAUNCHER_"))}
+        procs: list[subprocess.Popen[bytes]] = []
+        logs = []
+        deadline = time.monotonic() + RACE_DEADLINE_S
+        try:
+            for index, worker_args in enumerate(args):
+                out, err = workdir / f"{index}.out", workdir / f"{index}.err"
+                logs.append((out, err))
+                with out.open("wb") as stdout, err.open("wb") as stderr:
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, __file__, mode, str(barrier), str(index), json.dumps(worker_args)],
+                            stdout=stdout,
+                            stderr=stderr,
+                            env=env,
+                            cwd=workdir,
+                        )
                     )
-                )
-        while len(list(barrier.glob("ready-*"))) < len(procs):
-            dead = [i for i, p in enumerate(procs) if p.poll() is not None]
-            assert not dead, f"worker {dead[0]} died before the start: {logs[dead[0]][1].read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "workers did not reach the start barrier in time"
-            time.sleep(0.01)
-        (barrier / "go").touch()
-        for proc in procs:
-            remaining = deadline - time.monotonic()
-            try:
-                proc.wait(timeout=max(remaining, 0.001))
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"race {mode!r} overran its {RACE_DEADLINE_S:.0f}s deadline") from None
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    reports = []
-    for index, (proc, (out, err)) in enumerate(zip(procs, logs, strict=True)):
-        lines = out.read_text().splitlines()
-        failure = f"worker {index} failed ({proc.returncode}): {err.read_text()[-3000:]}"
-        assert proc.returncode == 0, failure
-        assert lines, failure
-        reports.append(json.loads(lines[-1]))
-    return reports
+            while len(list(barrier.glob("ready-*"))) < len(procs):
+                dead = [i for i, p in enumerate(procs) if p.poll() is not None]
+                assert not dead, f"worker {dead[0]} died before the start: {logs[dead[0]][1].read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "workers did not reach the start barrier in time"
+                time.sleep(0.01)
+            open_gate()
+            for proc in procs:
+                remaining = deadline - time.monotonic()
+                try:
+                    proc.wait(timeout=max(remaining, 0.001))
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"race {mode!r} overran its {RACE_DEADLINE_S:.0f}s deadline") from None
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        reports = []
+        for index, (proc, (out, err)) in enumerate(zip(procs, logs, strict=True)):
+            lines = out.read_text().splitlines()
+            failure = f"worker {index} failed ({proc.returncode}): {err.read_text()[-3000:]}"
+            assert proc.returncode == 0, failure
+            assert lines, failure
+            reports.append(json.loads(lines[-1]))
+        return reports
 
 
 def new_task(slug: str, *, queued: bool = False) -> NewTask:

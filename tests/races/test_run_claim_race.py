@@ -1,7 +1,7 @@
 """`launcher run`'s claim under contention: N processes claim one task at once, on SQLite and PostgreSQL.
 
 Each race starts N fresh interpreters running this file as a worker (``python THIS MODE …``);
-each opens its own coordinator, waits at a start barrier (``ready-<i>``, then ``go``) and calls
+each opens its own coordinator, waits at the start gate (start_gate.py) and calls
 ``claim_task`` on the same task. Exactly one may win: two winners are a task run twice by two
 CI jobs. Then the winner's lease runs out (as a SIGKILLed launcher's would) and N more race to
 take it over: again exactly one, and the claim's fencing token moves on by one.
@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from start_gate import closed_gate, wait_at_gate
+
 WORKERS = 12
 BARRIER_TIMEOUT_S = 60.0
 RACE_DEADLINE_S = 90.0
@@ -31,12 +33,7 @@ def _worker(barrier: Path, index: int, args: dict[str, Any]) -> dict[str, Any]:
     from launcher.errors import TaskClaimedError
 
     with open_coordinator(args["url"]) as store:
-        (barrier / f"ready-{index}").touch()
-        deadline = time.monotonic() + BARRIER_TIMEOUT_S
-        while not (barrier / "go").exists():
-            if time.monotonic() > deadline:
-                raise SystemExit("start barrier never opened")
-            time.sleep(0.001)
+        wait_at_gate(barrier, index, BARRIER_TIMEOUT_S)
         owner = f"{args['prefix']}-{index}"
         try:
             task = store.claim_task(args["task"], owner, args["lease"])
@@ -78,48 +75,49 @@ def race(workdir: Path, args: dict[str, Any], workers: int = WORKERS) -> list[di
     """``workers`` processes claim at once; their reports in order."""
     barrier = workdir / "barrier"
     barrier.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LAUNCHER_", "GIT_"))}
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    deadline = time.monotonic() + RACE_DEADLINE_S
-    try:
-        for index in range(workers):
-            out, err = workdir / f"{index}.out", workdir / f"{index}.err"
-            logs.append((out, err))
-            with out.open("wb") as stdout, err.open("wb") as stderr:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, __file__, str(barrier), str(index), json.dumps(args)],
-                        stdout=stdout,
-                        stderr=stderr,
-                        env=env,
-                        cwd=workdir,
+    with closed_gate(barrier) as open_gate:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LAUNCHER_", "GIT_"))}
+        procs: list[subprocess.Popen[bytes]] = []
+        logs = []
+        deadline = time.monotonic() + RACE_DEADLINE_S
+        try:
+            for index in range(workers):
+                out, err = workdir / f"{index}.out", workdir / f"{index}.err"
+                logs.append((out, err))
+                with out.open("wb") as stdout, err.open("wb") as stderr:
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, __file__, str(barrier), str(index), json.dumps(args)],
+                            stdout=stdout,
+                            stderr=stderr,
+                            env=env,
+                            cwd=workdir,
+                        )
                     )
-                )
-        while len(list(barrier.glob("ready-*"))) < len(procs):
-            dead = [i for i, p in enumerate(procs) if p.poll() is not None]
-            assert not dead, f"worker {dead[0]} died before the start: {logs[dead[0]][1].read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "workers did not reach the start barrier in time"
-            time.sleep(0.01)
-        (barrier / "go").touch()
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.001))
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"the claim race overran its {RACE_DEADLINE_S:.0f}s deadline") from None
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    reports = []
-    for index, (proc, (out, err)) in enumerate(zip(procs, logs, strict=True)):
-        lines = out.read_text().splitlines()
-        failure = f"worker {index} failed ({proc.returncode}): {err.read_text()[-3000:]}"
-        assert proc.returncode == 0, failure
-        assert lines, failure
-        reports.append(json.loads(lines[-1]))
-    return reports
+            while len(list(barrier.glob("ready-*"))) < len(procs):
+                dead = [i for i, p in enumerate(procs) if p.poll() is not None]
+                assert not dead, f"worker {dead[0]} died before the start: {logs[dead[0]][1].read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "workers did not reach the start barrier in time"
+                time.sleep(0.01)
+            open_gate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0.001))
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"the claim race overran its {RACE_DEADLINE_S:.0f}s deadline") from None
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        reports = []
+        for index, (proc, (out, err)) in enumerate(zip(procs, logs, strict=True)):
+            lines = out.read_text().splitlines()
+            failure = f"worker {index} failed ({proc.returncode}): {err.read_text()[-3000:]}"
+            assert proc.returncode == 0, failure
+            assert lines, failure
+            reports.append(json.loads(lines[-1]))
+        return reports
 
 
 def test_n_processes_claim_one_task_exactly_one_wins_then_one_takes_the_expired_claim_over(
