@@ -298,9 +298,11 @@ class GarbageCollector:
     def _collect_egress(self, report: GcReport) -> None:
         egress = self.deps.egress
         assert egress is not None
+        # Networks first, then leases: a run leases its subnet before it creates its network, so
+        # every network listed here has its lease in the snapshot unless it is being removed.
+        networks = egress.networks.networks()
         leases = egress.store.subnet_leases()
         holder_of = {egress.pool.subnet(slot).cidr: holder for slot, holder in leases.items()}
-        networks = egress.networks.networks()
         for network in networks:
             slot_id = network.labels.get(labels.POOL_SLOT)
             if network.labels.get(labels.KIND) == "spare-network":
