@@ -67,7 +67,17 @@ def parse_args(argv: list[str] | None) -> Options:
         "--sizes",
         default="",
         metavar="FILES[,FILES]",
-        help="repository sizes (files) for `launch`, e.g. 50000 (default: 3000,50000; --quick: 3000)",
+        help="generated repository sizes (files) for `launch`, e.g. 50000 (default: 3000,50000; --quick: 3000; "
+        "none with --repo unless given)",
+    )
+    parser.add_argument(
+        "--repo",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="also measure `launch` on this local git repository (repeatable; a clone of its HEAD is used, "
+        "the repository itself is not touched); with --repo, generated sizes run only if --sizes names them",
     )
     args = parser.parse_args(argv)
     try:
@@ -80,10 +90,19 @@ def parse_args(argv: list[str] | None) -> Options:
     unknown = [n for n in only if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    for repo in args.repo:
+        if not repo.is_dir():
+            parser.error(f"--repo {repo}: no such folder")
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return Options(
-        quick=args.quick, repeats=args.repeats, only=only, json_out=args.json_out, tmp_dir=args.tmp_dir, sizes=sizes
+        quick=args.quick,
+        repeats=args.repeats,
+        only=only,
+        json_out=args.json_out,
+        tmp_dir=args.tmp_dir,
+        sizes=sizes,
+        repos=tuple(args.repo),
     )
 
 
@@ -169,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         "finished_at": now_iso(),
         "elapsed_s": round(elapsed, 2),
         "mode": mode,
-        "options": {"quick": options.quick, "repeats": options.repeats, "only": selected},
+        "options": {
+            "quick": options.quick,
+            "repeats": options.repeats,
+            "only": selected,
+            "sizes": list(options.sizes),
+            "repos": [str(r) for r in options.repos],
+        },
         "environment": env,
         "figures": [f.to_json() for f in figures],
         "details": details,

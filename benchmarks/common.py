@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -28,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmarks.repo_shapes import make_repo as make_repo
+
 IMAGE = "launcher/agent-base:latest"
 BENCH_LABEL = "launcher.benchmark"
 SESSION_LABEL = "launcher.benchmark.session"
@@ -39,7 +40,20 @@ FIRST_INSTRUCTION = f"echo {T0_MARKER}$(date +%s.%N)"
 AGENT_COMMAND = ["sh", "-c", FIRST_INSTRUCTION]
 PROCESS_TIMEOUT_S = 900.0
 # Variables that would point launcher somewhere other than the temporary case root.
-_SCRUBBED_ENV = ("CASE_ROOT", "LAUNCHER_STATE_URL", "LAUNCHER_TEST_FAULTS")
+# PYTHONDONTWRITEBYTECODE too: an installed launcher has its byte code (pip writes it); without
+# it every launch would compile ~144 modules again (0.16-0.18 s here, docs/performance.md).
+_SCRUBBED_ENV = ("CASE_ROOT", "LAUNCHER_STATE_URL", "LAUNCHER_TEST_FAULTS", "PYTHONDONTWRITEBYTECODE")
+
+
+def _compile_launcher(python: Path) -> None:
+    """Write launcher's byte code before anything is timed, as an install does."""
+    import launcher
+
+    subprocess.run(
+        [str(python), "-m", "compileall", "-q", str(Path(launcher.__file__).parent)],
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    )
 
 
 class BenchmarkError(RuntimeError):
@@ -196,6 +210,7 @@ class Options:
     json_out: Path
     tmp_dir: Path | None
     sizes: tuple[int, ...] = ()
+    repos: tuple[Path, ...] = ()
 
 
 class Context:
@@ -213,6 +228,7 @@ class Context:
         sibling = self.python.with_name("launcher")
         self.launcher: list[str] = [str(sibling)] if sibling.exists() else [str(self.python), "-m", "launcher"]
         self.env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        _compile_launcher(self.python)
         self._repos: dict[int, Path] = {}
         self._serial = 0
 
@@ -278,6 +294,11 @@ class Context:
         if files not in self._repos:
             self._repos[files] = make_repo(self.tmp / "repos" / f"files-{files}", files)
         return self._repos[files]
+
+    def clone(self, source: Path) -> Path:
+        """A clone of the local repository `source` in the session's folder (see `clone_repo`)."""
+        name = source.resolve().name or "repo"
+        return clone_repo(source, self.tmp / "repos" / self.next_id(f"clone-{name}"))
 
     def create_tasks(self, root: Path, repo: Path, title: str, count: int, command: list[str]) -> list[str]:
         """Tasks created through launcher's Python API (setup, not measured)."""
@@ -378,38 +399,33 @@ def iso_to_epoch(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp()
 
 
-# -- generated repositories ----------------------------------------------------------------
+# -- repositories ------------------------------------------------------------------------
 
 
-def make_repo(path: Path, files: int, *, per_dir: int = 20) -> Path:
-    """A repository of `files` small files in nested folders (three levels), one commit, checked out.
+def clone_repo(source: Path, dest: Path) -> Path:
+    """A private copy of the local repository `source` at its HEAD commit, for the benchmark to work on.
 
-    The commit is written with `git fast-import` (one pack, as a clone would have), then
-    checked out in the repository's own working tree like any developer's checkout.
+    `git clone --no-hardlinks`: the clone's objects are copies (full history, as the source has
+    them), so nothing launcher or the bare floor does can reach the source's files, and no
+    alternates (launcher refuses a repository that borrows objects, and a `--shared` clone would
+    make both sides read the source's object store). Uncommitted changes of the source are not in it.
     """
-    path.mkdir(parents=True)
-    git = ["git", "-C", str(path)]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    leaves = math.ceil(files / per_dir)
-    fan = max(2, math.ceil(leaves ** (1 / 3)))
-    stamp = "1700000000 +0000"
-    chunks: list[bytes] = [
-        b"commit refs/heads/main\n",
-        f"author Benchmark <bench@launcher.invalid> {stamp}\n".encode(),
-        f"committer Benchmark <bench@launcher.invalid> {stamp}\n".encode(),
-    ]
-    message = f"{files} generated files\n".encode()
-    chunks.append(b"data %d\n%s" % (len(message), message))
-    for i in range(files):
-        leaf = i // per_dir
-        rel = f"src/m{leaf // (fan * fan):02d}/n{(leaf // fan) % fan:02d}/p{leaf % fan:02d}/file{i % per_dir:02d}.txt"
-        body = f"# generated file {i}\nvalue = {i * 7919 % 100003}\n".encode() * (1 + i % 5)
-        chunks.append(f"M 100644 inline {rel}\n".encode())
-        chunks.append(b"data %d\n%s\n" % (len(body), body))
-    chunks.append(b"\n")
-    subprocess.run([*git, "fast-import", "--quiet"], input=b"".join(chunks), check=True)
-    subprocess.run([*git, "reset", "-q", "--hard"], check=True)
-    return path
+    top = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+    )
+    if top.returncode != 0:
+        raise BenchmarkError(f"--repo {source}: not a git repository ({top.stderr.strip()})")
+    toplevel = Path(top.stdout.strip())
+    head = subprocess.run(
+        ["git", "-C", str(toplevel), "rev-parse", "--verify", "HEAD^{commit}"], capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        raise BenchmarkError(f"--repo {source}: no commit at HEAD")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(toplevel), str(dest)], check=True)
+    # The source's HEAD, also when it is detached or not the default branch.
+    subprocess.run(["git", "-C", str(dest), "reset", "-q", "--hard", head.stdout.strip()], check=True)
+    return dest
 
 
 # -- docker events, for step timestamps seen from outside ------------------------------------

@@ -1,4 +1,9 @@
-"""launch: `launcher run` against the bare floor on the same generated repository.
+"""launch: `launcher run` against the bare floor on the same repository (generated, or a clone of a real one).
+
+Repositories: a generated one per `--sizes` entry (benchmarks/repo_shapes.py: shaped like a
+real project), and a `git clone --no-hardlinks` of each `--repo PATH` in the session's folder.
+Launcher and the bare floor work on that same clone, so both read the same object store and
+check out the same commit; the given repository is only read by the clone.
 
 launcher:  `launcher --root <temp root> run --network allowlist|none <task>` as a subprocess; the
            task's agent command prints a `date +%s.%N` timestamp as its first instruction.
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pool
+from benchmarks import pool, repo_shapes
 from benchmarks.common import (
     AGENT_COMMAND,
     IMAGE,
@@ -58,8 +63,6 @@ SIZES_QUICK = (3_000,)
 LAUNCH_TARGET = Target("ratio_max", 1.2)
 # A run that takes a warm slot: to first instruction in at most half the bare floor's time.
 POOL_TARGET = Target("ratio_max", 0.5)
-# One top folder of the generated repository (about 1/13 of the 50k files): a `--sparse` run.
-SPARSE_DIR = "src/m00"
 BASELINE = "git worktree add + docker run --rm"
 
 # (label, launcher marks, bare marks): a step is the time between two marks of one sample.
@@ -105,34 +108,67 @@ class Sample:
 
 def run(ctx: Context) -> BenchResult:
     result = BenchResult("launch")
-    for size in ctx.options.sizes or (SIZES_QUICK if ctx.options.quick else SIZES_FULL):
-        _one_size(ctx, size, result)
+    sizes = ctx.options.sizes
+    if not sizes and not ctx.options.repos:
+        sizes = SIZES_QUICK if ctx.options.quick else SIZES_FULL
+    for size in sizes:
+        repo = ctx.repo(size)
+        repeats = ctx.repeats(full=7 if size < 10_000 else 5, quick=3)
+        _one_repo(ctx, repo, "generated", f"launch_{size}", repeats, result)
+    for source in ctx.options.repos:
+        name = _source_name(source)
+        repo = ctx.clone(source)
+        files = repo_shapes.shape_of(repo).files
+        repeats = ctx.repeats(full=7 if files < 10_000 else 5, quick=3)
+        _one_repo(ctx, repo, name, f"launch_{_slug(name)}", repeats, result, source=source)
     return result
 
 
-def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
-    label = f"{size // 1000}k files"
-    repeats = ctx.repeats(full=7 if size < 10_000 else 5, quick=3)
-    repo = ctx.repo(size)
-    root = ctx.case_root(f"launch-{size}")
+def _source_name(source: Path) -> str:
+    top = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return Path(top or source).resolve().name
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "repo"
+
+
+def _one_repo(
+    ctx: Context, repo: Path, name: str, key: str, repeats: int, result: BenchResult, *, source: Path | None = None
+) -> None:
+    shape = repo_shapes.shape_of(repo)
+    sparse_dir = repo_shapes.sparse_dir(shape)
+    label = f"{name} ({shape.files:,} files)"
+    root = ctx.case_root(ctx.next_id(f"launch-{_slug(name)}"))
     [task] = ctx.create_tasks(root, repo, f"launch {label}", 1, AGENT_COMMAND)
+    # The same launch on a root that keeps one spare network ([network] spare_networks = 1).
+    spare_root = ctx.case_root(ctx.next_id(f"launch-{_slug(name)}-spare"))
+    toml = spare_root / "launcher.toml"
+    toml.write_text(toml.read_text().replace("[network]\n", "[network]\nspare_networks = 1\n", 1))
+    [spare_task] = ctx.create_tasks(spare_root, repo, f"launch {label} (spare network)", 1, AGENT_COMMAND)
     samples: list[Sample] = []
     cleanup: list[str] = []
     try:
         with DockerEvents(ctx) as events:
             # Warm-up: caches, the entry script, image layers, the proxy, the pool's folders.
             _launcher_once(ctx, root, task, "allowlist")
+            spare = _launcher_once(ctx, spare_root, spare_task, "allowlist", kind="spare-network")
+            spare_network = str(spare.extra["network"])
             _pooled_once(ctx, root, repo, task, "allowlist")
             _pooled_once(ctx, root, repo, task, "none")
             _bare_once(ctx, repo)
             measures: list[Callable[[], Sample]] = [
                 lambda: _launcher_once(ctx, root, task, "allowlist"),
                 lambda: _launcher_once(ctx, root, task, "none"),
+                lambda: _spare_once(ctx, spare_root, spare_task, spare_network),
                 lambda: _pooled_once(ctx, root, repo, task, "allowlist"),
                 lambda: _pooled_once(ctx, root, repo, task, "none"),
-                lambda: _launcher_once(ctx, root, task, "allowlist", sparse=SPARSE_DIR),
                 lambda: _bare_once(ctx, repo),
             ]
+            if sparse_dir:
+                measures.insert(-1, lambda: _launcher_once(ctx, root, task, "allowlist", sparse=sparse_dir))
             for i in range(repeats):  # interleaved, rotating which goes first, so drift hits all alike
                 shift = i % len(measures)
                 for measure in measures[shift:] + measures[:shift]:
@@ -149,10 +185,12 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     kinds: list[tuple[str, str, Target | None, Target | None]] = [
         ("launcher", "allowlist network", LAUNCH_TARGET, LAUNCH_TARGET),
         ("launcher-none", "--network none", LAUNCH_TARGET, LAUNCH_TARGET),
+        ("spare-network", "allowlist, a spare network (spare_networks = 1)", LAUNCH_TARGET, LAUNCH_TARGET),
         ("pool", "warm pool (allowlist)", POOL_TARGET, None),
         ("pool-none", "warm pool (--network none)", POOL_TARGET, None),
-        ("sparse", f"--sparse {SPARSE_DIR} (allowlist)", None, None),
     ]
+    if sparse_dir:
+        kinds.append(("sparse", f"--sparse {sparse_dir} (allowlist)", None, None))
     for kind, network, first_target, full_target in kinds:
         runs = by_kind[kind]
         for what, attribute, target in (
@@ -170,8 +208,8 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
                     target=target,
                     note=_pool_note(runs, what)
                     if kind.startswith("pool")
-                    else _sparse_note(repo)
-                    if kind == "sparse"
+                    else _sparse_note(shape, sparse_dir)
+                    if kind == "sparse" and sparse_dir
                     else "",
                 )
             )
@@ -188,8 +226,22 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
         pool_rows.append([name, fmt_value(lm, "s"), fmt_value(pm, "s")])
         pool_json.append({"step": name, "launcher": lm, "pool": pm})
     warm_s = [s.extra["warm_s"] for kind in ("pool", "pool-none") for s in by_kind[kind]]
-    result.details[f"launch_{size}"] = {
-        "files": size,
+    result.details[key] = {
+        "repository": name,
+        "source": None if source is None else str(source.resolve()),
+        "commit": subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip(),
+        "files": shape.files,
+        "shape": {
+            "total_bytes": shape.total_bytes,
+            "median_bytes": shape.median_bytes,
+            "p90_bytes": shape.p90_bytes,
+            "max_bytes": shape.max_bytes,
+            "max_depth": shape.max_depth,
+            "folders": shape.folders,
+        },
+        "sparse_dir": sparse_dir,
         "repeats": repeats,
         "steps_median_s": steps_json,
         "pool_steps_median_s": pool_json,
@@ -197,6 +249,7 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
         "pool_warm_s": {kind: [s.extra["warm_s"] for s in by_kind[kind]] for kind in ("pool", "pool-none")},
         "samples": [{"kind": s.kind, "first": s.first, "full": s.full, "marks": s.marks, **s.extra} for s in samples],
     }
+    result.reports.append(f"repository, launch {label}: {shape.describe()}")
     result.reports.append(
         f"where the time goes, launch {label} (medians; marks from the coordinator, docker events, the agent):\n"
         + render_table(rows, ["step", "launcher", "bare"], right={1, 2})
@@ -208,12 +261,9 @@ def _one_size(ctx: Context, size: int, result: BenchResult) -> None:
     )
 
 
-def _sparse_note(repo: Path) -> str:
-    listed = subprocess.run(
-        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    inside = [name for name in listed if name.startswith(SPARSE_DIR + "/") or "/" not in name]
-    return f"checks out {len(inside):,} of {len(listed):,} files; no target: reported for comparison"
+def _sparse_note(shape: repo_shapes.Shape, folder: str) -> str:
+    inside = [p for p in shape.paths if p.startswith(folder + "/") or "/" not in p]
+    return f"checks out {len(inside):,} of {shape.files:,} files; no target: reported for comparison"
 
 
 def _pool_note(runs: list[Sample], measure: str) -> str:
@@ -225,7 +275,14 @@ def _pool_note(runs: list[Sample], measure: str) -> str:
 
 
 def _launcher_once(
-    ctx: Context, root: Path, task: str, network: str, *, pooled: bool = False, sparse: str | None = None
+    ctx: Context,
+    root: Path,
+    task: str,
+    network: str,
+    *,
+    pooled: bool = False,
+    sparse: str | None = None,
+    kind: str | None = None,
 ) -> Sample:
     argv = [*ctx.launcher, "--root", str(root), "run", "--network", network, task]
     if sparse:
@@ -244,12 +301,24 @@ def _launcher_once(
     if not pooled and slot:
         raise BenchmarkError(f"run {run_id} (from scratch) took pool slot {slot}: no slot should have been ready")
     marks = {"launch": launch, "t0": t0, "exit": launch + full, **run_marks}
-    kind = "pool" if pooled else "sparse" if sparse else "launcher"
-    kind += "" if network == "allowlist" else f"-{network}"
+    if kind is None:
+        kind = "pool" if pooled else "sparse" if sparse else "launcher"
+        kind += "" if network == "allowlist" else f"-{network}"
     labels = {"launcher.run-id": run_id, "launcher.root": str(root)}
     if slot:  # the slot's container carries the slot's labels, not the run's
         labels = {"launcher.pool-slot": str(slot), "launcher.root": str(root)}
-    return Sample(kind, t0 - launch, full, marks, labels, {"run_id": run_id, "pool_slot": slot})
+    extra = {"run_id": run_id, "pool_slot": slot, "network": (details.get("egress") or {}).get("network")}
+    return Sample(kind, t0 - launch, full, marks, labels, extra)
+
+
+def _spare_once(ctx: Context, root: Path, task: str, network: str) -> Sample:
+    """A launch on the root that keeps a spare: it must take the one the run before it left."""
+    sample = _launcher_once(ctx, root, task, "allowlist", kind="spare-network")
+    if sample.extra["network"] != network:
+        raise BenchmarkError(
+            f"run {sample.extra['run_id']} made network {sample.extra['network']} instead of taking the spare {network}"
+        )
+    return sample
 
 
 def _pooled_once(ctx: Context, root: Path, repo: Path, task: str, network: str) -> Sample:
