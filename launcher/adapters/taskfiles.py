@@ -122,7 +122,7 @@ class TaskFiles:
             raise OSError(str(exc)) from exc
         return data.decode("utf-8", errors="replace")
 
-    def read_copies(self, task: TaskRecord) -> tuple[bytes, bytes | None]:
+    def read_copies(self, task: TaskRecord) -> tuple[bytes | None, bytes | None]:
         # A repository's own .case/tasks/ is whatever its commits hold: a task file that is a
         # symbolic link (to a host key, say) must not be copied into a run as the task.
         copies: list[bytes | None] = []
@@ -138,8 +138,6 @@ class TaskFiles:
                     f"{COPY_READ_MAX // (1024 * 1024)} MiB",
                 ) from exc
         task_json, task_md = copies
-        if task_json is None:
-            raise InvalidInputError(f"task {task.id}: its file {self.json_path(task)} is gone")
         return task_json, task_md
 
     @contextmanager

@@ -229,6 +229,12 @@ def test_a_runs_copies_of_its_task_files_never_follow_a_symlink(tasks: TaskServi
 
     md.unlink()
     assert files.read_copies(task)[1] is None
+    # Not rendered on this machine yet (a task another box created on a shared coordinator):
+    # nothing to refuse; the run renders it from the coordinator.
+    json_file = files.json_path(task)
+    json_file.unlink()
+    assert files.read_copies(task) == (None, None)
+    files.sync(task.id)
     md.write_bytes(b"x" * (COPY_READ_MAX + 1))
     with pytest.raises(InvalidInputError, match="MiB"):
         files.read_copies(task)

@@ -27,9 +27,10 @@ class TaskFilesPort(Protocol):
         """
         ...
 
-    def read_copies(self, task: TaskRecord) -> tuple[bytes, bytes | None]:
-        """The task's .json and .md (None: it has none) as a run copies them: regular files read
-        without following a symbolic link, within a size cap; else InvalidInputError naming the file."""
+    def read_copies(self, task: TaskRecord) -> tuple[bytes | None, bytes | None]:
+        """The task's .json and .md as a run copies them (None: not on this machine, e.g. not yet
+        rendered here from a shared coordinator): regular files read without following a
+        symbolic link, within a size cap; else InvalidInputError naming the file."""
         ...
 
     def locked(self, task_id: str) -> AbstractContextManager[None]: ...

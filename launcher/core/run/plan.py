@@ -31,7 +31,8 @@ def plan_run(deps: RunDeps, request: RunRequest, host_environ: Mapping[str, str]
     task = deps.store.resolve_task(request.task)
     # A hand-broken task file is refused here, not met by the run's first write of it.
     deps.files.check_unchanged(task)
-    # So is one the run could not copy (a symbolic link, an oversized .md): before anything is made.
+    # So is one the run could not copy (a symbolic link, an oversized .md): before anything is
+    # made. Files not on this machine yet (a task another box created) are rendered by the run.
     deps.files.read_copies(task)
     # Precedence, field by field: the command line, the task's stored fields, the agent
     # profile (--agent, else [agent] default), then [run].

@@ -8,6 +8,7 @@ from launcher.core.run.deps import RunDeps
 from launcher.core.run.request import RunPlan
 from launcher.core.runlayout import PrivateGitSpec, RunPaths
 from launcher.core.sparse import cone_patterns
+from launcher.errors import InvalidInputError
 from launcher.models import RunRecord, TaskRecord
 
 
@@ -48,6 +49,8 @@ def read_task_files(deps: RunDeps, task: TaskRecord) -> tuple[TaskRecord, bytes,
     """The task as its files are now (rendered from the coordinator first): the run's snapshot."""
     task = deps.files.sync(task.id)
     task_json, task_md = deps.files.read_copies(task)
+    if task_json is None:  # sync has just written it
+        raise InvalidInputError(f"task {task.id}: its file {deps.files.json_path(task)} vanished as it was written")
     return task, task_json, task_md
 
 
