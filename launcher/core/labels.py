@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from launcher.errors import InvalidInputError
 
@@ -38,20 +38,7 @@ Kind = Literal[
     "service",
     "port-relay",
 ]
-KINDS: frozenset[str] = frozenset(
-    {
-        "run",
-        "harvest",
-        "pool",
-        "egress-proxy",
-        "run-network",
-        "pool-network",
-        "spare-network",
-        "check",
-        "service",
-        "port-relay",
-    }
-)
+KINDS: frozenset[str] = frozenset(get_args(Kind))
 KNOWN: frozenset[str] = frozenset(
     {ROOT, KIND, RUN_ID, TASK_ID, POOL_SLOT, SUBNET, PROXY_IP, PROXY_CONFIG, IMAGE, CONTENT_HASH}
 )
