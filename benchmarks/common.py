@@ -393,6 +393,18 @@ def parse_t0(stdout: str) -> float:
     raise BenchmarkError(f"the agent's timestamp ({T0_MARKER}…) is missing from its output: {stdout[-300:]!r}")
 
 
+def wait_teardowns(root: Path, timeout: float = 300.0) -> float:
+    """Wait for the root's runs being taken apart after their result (launcher/core/run/
+    teardown.py); how long that took. A teardown still going at the deadline fails the benchmark."""
+    from launcher.adapters.teardown_locks import TeardownLocks
+
+    started = time.perf_counter()
+    still = TeardownLocks(root / ".launcher" / "teardown").wait(timeout)
+    if still:
+        raise BenchmarkError(f"teardown of {', '.join(still)} still going after {timeout:.0f} s")
+    return time.perf_counter() - started
+
+
 def iso_to_epoch(value: str | None) -> float | None:
     if not value:
         return None

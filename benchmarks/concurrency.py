@@ -22,7 +22,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.common import IMAGE, PROCESS_TIMEOUT_S, BenchmarkError, BenchResult, Context, Figure, Target
+from benchmarks.common import (
+    IMAGE,
+    PROCESS_TIMEOUT_S,
+    BenchmarkError,
+    BenchResult,
+    Context,
+    Figure,
+    Target,
+    wait_teardowns,
+)
 
 N_FULL = 50
 N_QUICK = 8
@@ -42,6 +51,7 @@ def run(ctx: Context) -> BenchResult:
     pool_argvs = [[*base, "run", t] for t in tasks]
     bare_argvs = [["docker", "run", "--rm", *ctx.bare_labels(), IMAGE, "true"] for _ in range(n)]
     _burst(ctx, launcher_argvs[:1])  # warm-up
+    wait_teardowns(root)
     _burst(ctx, bare_argvs[:1])
 
     def queue_then_batch() -> list[list[str]]:
@@ -65,6 +75,7 @@ def run(ctx: Context) -> BenchResult:
     for i in range(repeats):
         for kind, setup in setups if i % 2 == 0 else setups[::-1]:
             wall, failed = _burst(ctx, setup())
+            wait_teardowns(root)  # untimed: the runs' removal after their result, before the next burst
             if kind == "pool":
                 left = ctx.run([*base, "pool", "ls", "--json"]).stdout
                 if json.loads(left):

@@ -56,6 +56,7 @@ from benchmarks.common import (
     median,
     parse_t0,
     render_table,
+    wait_teardowns,
 )
 
 SIZES_FULL = (3_000, 50_000)
@@ -291,6 +292,9 @@ def _launcher_once(
     started = time.perf_counter()
     done = ctx.run(argv)
     full = time.perf_counter() - started
+    # Untimed: the run's deferred teardown ([run] defer_teardown) ends before the next sample,
+    # so that its work does not land in another sample's time.
+    teardown_s = wait_teardowns(root)
     t0 = parse_t0(done.stdout)
     match = re.search(r"launcher: run (\S+) on branch", done.stderr)
     if not match:
@@ -307,7 +311,12 @@ def _launcher_once(
     labels = {"launcher.run-id": run_id, "launcher.root": str(root)}
     if slot:  # the slot's container carries the slot's labels, not the run's
         labels = {"launcher.pool-slot": str(slot), "launcher.root": str(root)}
-    extra = {"run_id": run_id, "pool_slot": slot, "network": (details.get("egress") or {}).get("network")}
+    extra = {
+        "run_id": run_id,
+        "pool_slot": slot,
+        "network": (details.get("egress") or {}).get("network"),
+        "teardown_after_exit_s": teardown_s,
+    }
     return Sample(kind, t0 - launch, full, marks, labels, extra)
 
 

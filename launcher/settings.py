@@ -76,6 +76,11 @@ class RunDefaults(BaseModel):
         default=None, description="deprecated: use [network].mode (bridge means open)"
     )
     keep_worktree: bool = Field(default=False, description="keep the worktree after the run ends")
+    defer_teardown: bool = Field(
+        default=True,
+        description="`launcher run` returns once the result is recorded; a child process removes "
+        "the container, network and folders after",
+    )
     worktrees_dir: str = Field(default=".launcher/worktrees", description="relative to the case root")
     base_ref: str = Field(default="HEAD", description="what a run's branch starts from")
     memory: str = Field(default="2g", description="container memory limit")
@@ -311,6 +316,8 @@ DEFAULT_CONFIG_TEXT = """\
 # grace = 10                              # seconds from SIGTERM to SIGKILL when a run is stopped
 # log_max = 268435456                     # bytes (256 MiB) of a run's log; the middle of more is dropped
 # keep_worktree = false                   # keep each run's worktree after it ends
+# defer_teardown = true                   # `launcher run` exits once the result is recorded; a child it
+#                                         # forks removes the container, network and folders after
 # worktrees_dir = ".launcher/worktrees"   # relative to the case root
 # base_ref = "HEAD"                       # what run branches start from
 # memory = "2g"
@@ -412,6 +419,11 @@ class Layout:
     def marks_dir(self) -> Path:
         """Which folders launcher made (host only): the only ones gc may remove."""
         return self.state_dir / "marks"
+
+    @property
+    def teardown_dir(self) -> Path:
+        """One lock per settled run being taken apart (host only): gc and rm wait for them."""
+        return self.state_dir / "teardown"
 
     @property
     def egress_dir(self) -> Path:

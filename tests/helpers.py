@@ -119,12 +119,24 @@ def docker_client() -> Any:
     return docker.from_env(timeout=120)
 
 
+def wait_teardowns(root: Path, timeout: float = 180.0) -> None:
+    """Wait until no run of ``root`` is being taken apart: `launcher run` returns its result
+    first and removes the run's container, network and folders from a child process after
+    ([run] defer_teardown). What is left once they are done is left for good."""
+    from launcher.adapters.teardown_locks import TeardownLocks
+
+    still = TeardownLocks(root / ".launcher" / "teardown").wait(timeout)
+    assert not still, f"teardown of {still} still going after {timeout:.0f}s"
+
+
 def containers_of(root: Path, *, include_proxy: bool = False) -> list[Any]:
-    """Every container (running or not) that carries ``launcher.root=<root>``.
+    """Every container (running or not) that carries ``launcher.root=<root>``, once the root's
+    runs being taken apart are done.
 
     The root's egress proxy is left out unless asked for: it outlives runs by design, until
     `launcher gc` finds no run network left for it.
     """
+    wait_teardowns(root)
     client = docker_client()
     try:
         found = client.containers.list(all=True, filters={"label": f"launcher.root={root}"})
@@ -134,7 +146,9 @@ def containers_of(root: Path, *, include_proxy: bool = False) -> list[Any]:
 
 
 def networks_of(root: Path) -> list[Any]:
-    """Every Docker network that carries ``launcher.root=<root>`` (runs' own networks)."""
+    """Every Docker network that carries ``launcher.root=<root>`` (runs' own networks), once the
+    root's runs being taken apart are done."""
+    wait_teardowns(root)
     client = docker_client()
     try:
         return list(client.networks.list(filters={"label": f"launcher.root={root}"}))

@@ -53,6 +53,15 @@ def lock_is_held(path: Path) -> bool:
     return False
 
 
+def lock_within(fd: int, path: Path, timeout: float, *, max_delay: float = 0.05) -> bool:
+    """Take ``fd``'s lock (exclusive) within ``timeout`` seconds; False when it stayed held."""
+    try:
+        _acquire(fd, path, timeout, max_delay, "store")
+    except LockTimeoutError:
+        return False
+    return True
+
+
 def _acquire(fd: int, path: Path, timeout: float, max_delay: float, guards: LockedResource) -> None:
     started = time.monotonic()
     deadline = started + timeout

@@ -140,7 +140,10 @@ def wants_json(args: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script's entry (``argv`` None: this process is launcher's own), or a caller's
+    in-process call with its arguments."""
     args = list(sys.argv[1:] if argv is None else argv)
+    Application.own_process = argv is None
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a launcher that seems stuck
     # (a batch, a run's supervisor) is waiting for, without stopping it.
     if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():

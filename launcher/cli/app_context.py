@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from launcher.core.ports import Coordinator
     from launcher.core.repos import Repositories
     from launcher.core.run import RunDeps, RunService
+    from launcher.core.run.teardown import PendingTeardowns
     from launcher.core.tasks import TaskService
     from launcher.models import CaseLayoutFound, TaskRecord
     from launcher.settings import LauncherConfig, Layout
@@ -36,11 +37,16 @@ _SAID_NO_STORE: set[str] = set()
 
 
 class Application:
+    # Whether this process is launcher's own (its console script, `python -m launcher`), which
+    # may fork a child that outlives it; never in a caller's process (tests, Python callers).
+    own_process = False
+
     def __init__(self, root_option: str | None, state_url: str | None) -> None:
         self._root_option = root_option
         self._state_url = state_url
         self._store: Coordinator | None = None
         self._create_store = True
+        self._teardowns: PendingTeardowns | None = None
 
     @property
     def state_url_option(self) -> str | None:
@@ -151,6 +157,8 @@ class Application:
             schema_validator(layout.tasks_dir),
             repo_local_dir=self.repo_local_tasks_dir,
         )
+        from launcher.adapters.teardown_locks import TeardownLocks
+
         sandbox = DockerSandbox()
         marks = FolderMarks(layout.marks_dir)
         return RunDeps(
@@ -189,7 +197,43 @@ class Application:
             case_state=CaseStateFiles(),
             case_data_dir=self.case_data_dir,
             project_entry=self.projects.entry,
+            teardown_locks=TeardownLocks(layout.teardown_dir),
         )
+
+    def defer_teardowns(self) -> None:
+        """`launcher run`: what a settled run no longer needs is removed after the result is
+        printed, by a child process this one forks as it ends ([run] defer_teardown)."""
+        if not (self.own_process and self.config.run.defer_teardown and hasattr(os, "fork")):
+            return
+        from launcher.core.run.teardown import PendingTeardowns
+
+        self._teardowns = self.runs.deps.teardowns = PendingTeardowns()
+
+    def _finish_teardowns(self) -> None:
+        pending = self._teardowns.take() if self._teardowns is not None else []
+        if not pending:
+            return
+        from launcher.adapters.detached import run_in_child
+        from launcher.core.run.teardown import take_apart
+
+        # Closed before the fork: an SQLite connection must never cross one. The child opens
+        # its own coordinator connection and engine client.
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+        def in_child() -> None:
+            deps = self.run_deps(self.store)
+            for teardown in pending:
+                take_apart(deps, teardown)
+
+        if run_in_child(in_child) is not None:  # this process exits next: nobody need reap the child
+            for teardown in pending:
+                teardown.hold.hand_over()
+            return
+        deps = self.run_deps(self.store)  # no fork to be had: done here, then
+        for teardown in pending:
+            take_apart(deps, teardown)
 
     def open_repo(self, path: str) -> Repository:
         from launcher.adapters.git import Repository
@@ -312,9 +356,12 @@ class Application:
         return f"{user}@{socket.gethostname()}"
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        try:
+            self._finish_teardowns()
+        finally:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 def app_of(ctx: typer.Context) -> Application:

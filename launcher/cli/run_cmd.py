@@ -190,6 +190,9 @@ def run(
     is kept on its branch, but it is not the task's result), 20 a service did not become healthy
     (the agent never started).
 
+    launcher exits as soon as the result is recorded; a child process it leaves then removes
+    the run's container, network and folders ([run] defer_teardown; `launcher gc` waits for it).
+
     Examples:
 
     \b
@@ -279,6 +282,7 @@ def run(
 
     service = app_.runs
     plan = service.plan(request, dict(os.environ))
+    app_.defer_teardowns()
     record = service.create(plan, current_owner())
     if not as_json:
         typer.echo(f"launcher: run {record.id} on branch {record.branch}", err=True)

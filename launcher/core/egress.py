@@ -146,49 +146,45 @@ class RunEgress:
             ("network removal", lambda: self.networks.remove_network(self.network_name(slot_id))),
             ("subnet release", lambda: self.store.release_subnet(pool_holder(slot_id))),
         ]
-        for what, step in steps:
-            try:
-                step()
-            except (LauncherError, OSError) as exc:
-                problems.append(f"egress {what}: {exc}")
+        _each(steps, problems)
 
-    def close(self, run: RunRecord, decision_log: Path, problems: list[str]) -> EgressSummary | None:
-        """Tear down what ``open`` made (each step even when another failed); summarise the log."""
-        recorded = run.details.egress
-        if recorded is None:
+    def capture(self, run: RunRecord, decision_log: Path, problems: list[str]) -> EgressSummary | None:
+        """What the run's record needs of its network, once its container and services are gone:
+        its policy removed (from then on the proxy refuses everything from its subnet) and its
+        decision log taken and summarised. The network itself goes in ``release``."""
+        if run.details.egress is None:
             return None
-        name = recorded.network or self.network_name(run.id)
         log = str(decision_log)
         summary: list[EgressSummary] = []
-        take_log = (
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("policy removal", lambda: self.files.remove_policy(run.id)),
             # The log moves whole; the record keeps only its summary (counts, the top hosts).
-            "decision log",
-            lambda: summary.append(summarise_decisions(self.files.take_log(run.id, decision_log), log)),
-        )
-        steps: list[tuple[str, Callable[[], object]]]
-        if name.startswith(SPARE_NAME_PREFIX):
-            # The run's container and services are gone: once its policy is, the proxy refuses
-            # everything from this subnet, and the network may wait for the next run.
-            steps = [
-                ("policy removal", lambda: self.files.remove_policy(run.id)),
-                take_log,
-                ("spare network", lambda: self._keep_or_remove(run.id, name)),
-            ]
-        else:
-            steps = [
-                # Removing the network disconnects its members, the proxy among them.
-                ("network removal", lambda: self.networks.remove_network(name)),
-                ("policy removal", lambda: self.files.remove_policy(run.id)),
-                take_log,
-                ("subnet release", lambda: self.store.release_subnet(run.id)),
-            ]
-        for what, step in steps:
-            try:
-                step()
-            except (LauncherError, OSError) as exc:
-                problems.append(f"egress {what}: {exc}")
+            (
+                "decision log",
+                lambda: summary.append(summarise_decisions(self.files.take_log(run.id, decision_log), log)),
+            ),
+        ]
+        _each(steps, problems)
         found = summary[0] if summary else summarise_decisions([], log)
         return found.model_copy(update={"log": log if decision_log.exists() else None})
+
+    def release(self, run: RunRecord, problems: list[str]) -> None:
+        """The run's network (after ``capture``): kept as a spare, or removed (which disconnects
+        the proxy) and its subnet released. Each step even when another failed."""
+        recorded = run.details.egress
+        if recorded is None:
+            return
+        name = recorded.network or self.network_name(run.id)
+        steps: list[tuple[str, Callable[[], object]]]
+        if name.startswith(SPARE_NAME_PREFIX):
+            steps = [("spare network", lambda: self._keep_or_remove(run.id, name))]
+        else:
+            steps = [
+                ("network removal", lambda: self.networks.remove_network(name)),
+                # Only once the network is gone: a next run never meets its subnet in use.
+                ("subnet release", lambda: self.store.release_subnet(run.id)),
+            ]
+        _each(steps, problems)
 
     # -- spare networks ---------------------------------------------------------------------
 
@@ -236,6 +232,14 @@ class RunEgress:
 
     def _labels(self, run: RunRecord, subnet: RunSubnet) -> dict[str, str]:
         return {**labels.for_run(self.root, run.id, run.task_id, kind="run-network"), **_subnet_labels(subnet)}
+
+
+def _each(steps: list[tuple[str, Callable[[], object]]], problems: list[str]) -> None:
+    for what, step in steps:
+        try:
+            step()
+        except (LauncherError, OSError) as exc:
+            problems.append(f"egress {what}: {exc}")
 
 
 def _subnet_labels(subnet: RunSubnet) -> dict[str, str]:

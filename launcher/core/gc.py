@@ -26,6 +26,10 @@ from launcher.core.transitions import LIVE_RUN_STATES, TERMINAL_RUN_STATES
 from launcher.errors import LauncherError, NotFoundError
 from launcher.models import RunOwner, RunRecord
 
+# How long gc waits for runs being taken apart (launcher/core/run/teardown.py) to be done
+# before it looks; a teardown that takes longer is left alone this time.
+TEARDOWN_WAIT_S = 60.0
+
 
 class GcAction(BaseModel):
     kind: str
@@ -64,6 +68,8 @@ class GarbageCollector:
 
     def collect(self, *, dry_run: bool) -> GcReport:
         report = GcReport(dry_run=dry_run)
+        if not dry_run:
+            self.deps.teardown_locks.wait(TEARDOWN_WAIT_S)
         self._settle_orphaned_runs(report)
         self._collect_pool(report)
         self._slots_in_service = self._pool_slots_in_service()
@@ -194,6 +200,8 @@ class GarbageCollector:
             run = self._run_or_none(container.labels.get(labels.RUN_ID))
             if run is not None and run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
                 continue
+            if run is not None and self.deps.teardown_locks.held(run.id):
+                continue  # its teardown removes it
             why = "its run is unknown" if run is None else f"its run is {run.state.value}"
             self._act(
                 report,
@@ -253,7 +261,7 @@ class GarbageCollector:
             )
             return
         run = self._run_or_none(run_id)
-        if run is not None and run.state not in TERMINAL_RUN_STATES:
+        if run is not None and (run.state not in TERMINAL_RUN_STATES or self.deps.teardown_locks.held(run.id)):
             return
         if kind == "worktree" and run is not None and run.details.keep_worktree:
             return
@@ -293,6 +301,8 @@ class GarbageCollector:
             return True, "its run is unknown"
         if run.state in LIVE_RUN_STATES and self.owner_alive(run.owner) is not False:
             return False, ""
+        if self.deps.teardown_locks.held(run.id):
+            return False, ""  # being taken apart now: by its own teardown
         return True, f"its run is {run.state.value}"
 
     def _collect_egress(self, report: GcReport) -> None:

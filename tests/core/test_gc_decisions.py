@@ -257,3 +257,28 @@ def test_a_folder_launcher_was_killed_making_is_removed_only_while_empty(world: 
     GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
     assert not empty.exists()
     assert (filled / "somebody.txt").is_file(), "an unproven folder that is not empty stays"
+
+
+def test_a_run_being_taken_apart_is_left_to_its_teardown(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settled, its teardown lock held (its `launcher run`'s child is removing its things): gc
+    waits a little, then leaves it alone; once the lock is let go, gc removes what is left."""
+    from launcher.adapters.teardown_locks import TeardownLocks
+
+    monkeypatch.setattr("launcher.core.gc.TEARDOWN_WAIT_S", 0.2)
+    world.deps.teardown_locks = TeardownLocks(world.deps.state_dir / "teardown")
+    done = _live_run(world, "alive")
+    world.store.update_run(done.id, state=RunState.EXITED)
+    _container(world, done.id)
+    sandbox = _made(world, world.deps.state_dir / "sandboxes" / done.id)
+    hold = world.deps.teardown_locks.hold(done.id)
+    try:
+        report = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+        assert report.actions == [], "nothing of a run being taken apart is gc's"
+        assert len(world.sandbox.containers) == 1
+        assert sandbox.is_dir()
+    finally:
+        hold.release()
+    report = GarbageCollector(world.deps, _alive_unless_dead).collect(dry_run=False)
+    assert sorted(a.kind for a in report.actions) == ["remove-container", "remove-sandbox"]
+    assert world.sandbox.containers == {}
+    assert not sandbox.exists()

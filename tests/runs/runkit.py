@@ -33,6 +33,7 @@ from helpers import (
     release_root,
     repo_git,
     wait_for,
+    wait_teardowns,
 )
 from helpers import clean_env as cli_env
 
@@ -57,10 +58,14 @@ class Case:
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "launcher", "--root", str(self.root), *args]
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180, settled: bool = True) -> Any:
+        """``launcher ARGS``; with ``settled``, once its runs' deferred teardowns are done too (what
+        a test checks next is what the run leaves behind, not its removal half done)."""
         proc = subprocess.run(
             self.argv(*args), capture_output=True, text=True, timeout=timeout, env=cli_env(env), check=False
         )
+        if settled:
+            wait_teardowns(self.root)
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     def ok(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:

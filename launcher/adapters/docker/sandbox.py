@@ -20,6 +20,8 @@ from launcher.models import ContainerInfo, SandboxSpec
 # measured dropping the newline after a line longer than 16 KiB). Launcher reads the output as
 # it is written (attached), so this copy is only its second chance after the container exited,
 # and it is bounded: at most 2 x 32 MiB of JSON per container on the engine's disk.
+# How long kill waits for the container to be dead (SIGKILL is not refused; the engine may lag).
+KILL_WAIT_S = 30.0
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "32m", "max-file": "2"}}
 # The agent's processes get SIGTERM; PID 1 (the init) and its first child (the run's entry,
 # which bundles the agent's commits once the agent is gone) do not. A SIGTERM to PID 1 would
@@ -178,15 +180,24 @@ class DockerSandbox(DockerSidecars):
         return int(result.get("StatusCode", -1))
 
     def kill(self, container_id: str) -> None:
+        import requests
         from docker.errors import APIError, NotFound
 
         try:
-            self.client.containers.get(container_id).kill()
+            container = self.client.containers.get(container_id)
+            container.kill()
         except NotFound:
             return
         except APIError as exc:
-            if exc.status_code != 409:  # 409: not running, which is what we wanted
-                raise DockerError(f"cannot kill container {container_id[:12]}: {exc.explanation or exc}") from exc
+            if exc.status_code == 409:  # not running, which is what we wanted
+                return
+            raise DockerError(f"cannot kill container {container_id[:12]}: {exc.explanation or exc}") from exc
+        # The engine answers once the signal is sent: dead before this returns, so that what
+        # its processes wrote is final when the caller reads it (settle harvests next).
+        try:
+            container.wait(timeout=KILL_WAIT_S)
+        except (NotFound, requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return
 
     def stop(self, container_id: str, grace: float) -> None:
         from docker.errors import APIError, NotFound

@@ -27,7 +27,9 @@ class Sandbox(Protocol):
 
     def wait(self, container_id: str, timeout: float | None) -> int | None: ...
 
-    def kill(self, container_id: str) -> None: ...
+    def kill(self, container_id: str) -> None:
+        """SIGKILL; returns once the container is dead (or gone)."""
+        ...
 
     def stop(self, container_id: str, grace: float) -> None:
         """SIGTERM to the agent's processes, SIGKILL to the container once ``grace`` seconds passed

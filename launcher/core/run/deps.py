@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.core.egress import RunEgress
 from launcher.core.ports import Coordinator, PoolSlotsPort, RepoPort, Sandbox, TaskFilesPort, WorkspacePort
@@ -15,11 +15,15 @@ from launcher.core.ports.images import ImageBuilderPort
 from launcher.core.ports.marks import FolderMarksPort, NoMarks
 from launcher.core.ports.publisher import PublisherPort
 from launcher.core.ports.sidecars import SidecarPort
+from launcher.core.ports.teardown import NoTeardownLocks, TeardownLocksPort
 from launcher.core.ports.trust import TrustPort
 from launcher.core.runlayout import RunPaths
 from launcher.errors import LauncherError
 from launcher.models import RunRecord, TaskRecord
 from launcher.settings import NetworkSettings, PublishSettings, RunDefaults
+
+if TYPE_CHECKING:
+    from launcher.core.run.teardown import PendingTeardowns
 
 
 def _inert(_step: str) -> None:
@@ -79,6 +83,11 @@ class RunDeps:
     sidecars: SidecarPort | None = None
     case_data_dir: Path | None = None
     project_entry: Callable[[str], dict[str, Any] | None] | None = None
+    # Held while a settled run is taken apart (launcher/core/run/teardown.py): gc and rm wait.
+    teardown_locks: TeardownLocksPort = field(default_factory=NoTeardownLocks)
+    # Where settle leaves teardowns for later (`launcher run`: a child after the result is
+    # printed); None: settle does them at once.
+    teardowns: PendingTeardowns | None = None
 
     def paths(self, run: RunRecord) -> RunPaths:
         return RunPaths.of(run.id, Path(run.worktree), self.state_dir)

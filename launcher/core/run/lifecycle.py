@@ -103,6 +103,8 @@ def remove(deps: RunDeps, run_id: str, owner_alive: OwnerAlive, *, force: bool) 
         if not force:
             raise InvalidInputError(f"run {run_id} is {record.state.value}", hint="stop it first, or pass --force")
         record = stop(deps, run_id, owner_alive)
+    # A teardown in progress ends first: two removers never work on one run.
+    deps.teardown_locks.hold(record.id).release()
     paths = deps.paths(record)
     removed = []
     for container in deps.sandbox.list({labels.RUN_ID: record.id, labels.ROOT: str(deps.root)}):

@@ -1,9 +1,11 @@
-"""Settle: harvest what the run made, remove its container and folders, record how it ended.
+"""Settle: harvest what the run made, record how it ended, then take the run apart.
 
 Every problem is collected instead of stopping at the first, and the record says what went
 wrong. Capture before you delete: the worktree and private git dir go only once everything the
 agent made is in the repository (its branch, its refs); a harvest that could not complete keeps
-them, and the run ends ``unharvested`` whatever the agent did.
+them, and the run ends ``unharvested`` whatever the agent did. What the result does not need
+(the dead container, the network, the retired worktree and sandbox folders) is removed after
+the ending is recorded, by launcher/core/run/teardown.py, under the run's teardown lock.
 
 Fenced: the run's own ending is written only while its claim is the task's newest (a
 compare-and-set on the claim's token, in the transaction that writes the state). A run a newer
@@ -20,12 +22,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from launcher.core.netpolicy import EgressSummary
 from launcher.core.ports import RepoPort
 from launcher.core.run.claim_lease import fence_of, run_lease_owner, stop_renewal
 from launcher.core.run.deps import RunDeps
@@ -34,6 +34,7 @@ from launcher.core.run.outcome import RunOutcome
 from launcher.core.run.request import Ending
 from launcher.core.run.services import close_sidecars
 from launcher.core.run.task_changes import apply_task_changes, read_agent_result
+from launcher.core.run.teardown import Teardown, take_apart
 from launcher.core.runlayout import TRASH_PREFIX, RunPaths
 from launcher.core.transitions import LIVE_RUN_STATES, SUPERSEDABLE_RUN_STATES, RunState
 from launcher.errors import FencedOutError, LauncherError, TransitionConflictError
@@ -54,13 +55,13 @@ def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRe
     fence = fence_of(current)
     if current.container_id:
         try:
+            # Dead before the harvest reads what it wrote; removed after the ending (teardown).
             deps.sandbox.kill(current.container_id)
-            deps.sandbox.remove(current.container_id)
         except LauncherError as exc:
             problems.append(f"container cleanup: {exc}")
     # Before the network goes: the services' logs are kept first, the relay lets go of its ports.
     close_sidecars(deps, current, paths, problems)
-    egress_closed = _close_network_meanwhile(deps, current, paths, problems)
+    egress = deps.egress.capture(current, paths.egress_log, problems) if deps.egress is not None else None
     step("before:harvest")
     harvest: Harvest | None = None
     if repo is not None and paths.git_dir.exists():
@@ -83,13 +84,14 @@ def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRe
         details["setup"] = setup.model_dump(mode="json")
         # First: it is why the run failed, and the agent never ran.
         problems.insert(0, f"setup failed: `{setup.failed_command}` exited {setup.exit_code}; the agent did not run")
-    if egress_closed is not None:
-        summary = egress_closed.result()
-        if summary is not None:
-            recorded = current.details.egress.model_dump(mode="json") if current.details.egress else {}
-            details["egress"] = {**recorded, **summary.model_dump()}
+    if egress is not None:
+        recorded = current.details.egress.model_dump(mode="json") if current.details.egress else {}
+        details["egress"] = {**recorded, **egress.model_dump()}
     step("before:cleanup")
-    kept = clean_folders(deps, repo, current, paths, outcome.keep, harvest=harvest, problems=problems)
+    leftovers: list[Path] = []
+    kept = clean_folders(
+        deps, repo, current, paths, outcome.keep, harvest=harvest, problems=problems, leftovers=leftovers
+    )
     step("after:cleanup")
     state = RunState(outcome.ending)
     if harvest is not None:
@@ -103,7 +105,18 @@ def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRe
                 # gc leaves a kept worktree alone; `launcher rm` removes it.
                 details["keep_worktree"] = True
         details["harvest"] = taken.model_dump(mode="json")
-    settled = _record_ending(deps, current, outcome, state, details, problems, fence if outcome.own else None)
+    # Before the ending: whoever sees the run settled sees its teardown in progress too.
+    hold = deps.teardown_locks.hold(current.id)
+    try:
+        settled = _record_ending(deps, current, outcome, state, details, problems, fence if outcome.own else None)
+    except BaseException:
+        hold.release()
+        raise
+    teardown = Teardown(settled, current.container_id, leftovers, hold)
+    if deps.teardowns is not None:
+        deps.teardowns.add(teardown)
+    else:
+        take_apart(deps, teardown)
     return release_claim(deps, settled) if release else settled
 
 
@@ -212,18 +225,6 @@ def _kept_lines(harvest: HarvestDetails) -> list[str]:
     return lines + [f"recover: {how}" for how in harvest.recover]
 
 
-def _close_network_meanwhile(
-    deps: RunDeps, run: RunRecord, paths: RunPaths, problems: list[str]
-) -> Future[EgressSummary | None] | None:
-    """The network comes down (Docker round trips) while the harvest runs (git)."""
-    if deps.egress is None:
-        return None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egress-{run.id}")
-    closed = pool.submit(deps.egress.close, run, paths.egress_log, problems)
-    pool.shutdown(wait=False)
-    return closed
-
-
 def settle_record(deps: RunDeps, run: RunRecord, ending: Ending, reason: str | None) -> RunRecord:
     """Settle a run from its record alone (its launcher is gone): gc, stop, a batch taking over."""
     return settle(
@@ -250,11 +251,14 @@ def clean_folders(
     *,
     harvest: Harvest | None,
     problems: list[str],
+    leftovers: list[Path] | None = None,
 ) -> dict[str, str]:
     """Remove the worktree, or check the branch out afresh there, then remove the sandbox folder.
 
     Each step even if one failed. What stays because it holds work kept nowhere else (an
-    incomplete harvest) is returned: ``kept_worktree`` and ``kept_sandbox``.
+    incomplete harvest) is returned: ``kept_worktree`` and ``kept_sandbox``. With
+    ``leftovers``, the folders to delete are put there instead (the worktree already taken out
+    of its repository): the run's teardown deletes them after its ending is recorded.
     """
     ws = deps.workspace
     kept: dict[str, str] = {}
@@ -276,6 +280,11 @@ def clean_folders(
     elif keep and repo is not None and paths.worktree.exists():
         with _collected(problems, "cleanup"):
             hand_back(deps, repo, run, paths, harvest.details if harvest is not None else None)
+    elif leftovers is not None:
+        with _collected(problems, "cleanup"):
+            leftovers.append(retire_to_trash(deps, repo, paths.worktree))
+        leftovers.append(paths.sandbox)
+        return kept
     else:
         with _collected(problems, "cleanup"):
             remove_worktree(deps, repo, paths)
@@ -306,12 +315,16 @@ def remove_worktree(deps: RunDeps, repo: RepoPort | None, paths: RunPaths) -> No
 
 def retire_folder(deps: RunDeps, repo: RepoPort | None, worktree: Path) -> None:
     """Remove a worktree folder (a run's or a warm slot's) and the repository's record of it."""
+    deps.workspace.remove_tree(retire_to_trash(deps, repo, worktree))
+
+
+def retire_to_trash(deps: RunDeps, repo: RepoPort | None, worktree: Path) -> Path:
+    """Take a worktree folder out of its repository (a rename, quick): the folder to delete."""
     if repo is None:
-        deps.workspace.remove_tree(worktree)
-        return
+        return worktree
     trash = deps.worktrees_dir / f"{TRASH_PREFIX}{worktree.name}-{secrets.token_hex(4)}"
     repo.retire_worktree(worktree, trash)
-    deps.workspace.remove_tree(trash)
+    return trash
 
 
 @contextmanager

@@ -17,9 +17,12 @@ def test_every_failing_step_is_recorded_and_the_later_steps_still_run(world: Fak
     world.sandbox.agent = lambda _spec, out: (commit_bundle(out, TIP), (0, b""))[1]
     world.sandbox.fail["remove"] = DockerError("cannot remove container: 500")
     world.repo.fail["prune_worktrees"] = GitError("worktree prune failed")
-    run = world.run_task()
+    settled = world.run_task()
+    assert [e.split(":")[0] for e in settled.details.errors or []] == ["cleanup"]
+    # The container goes after the ending is recorded (the run's teardown): its failure is added.
+    run = world.store.get_run(settled.id)
     errors = run.details.errors or []
-    assert [e.split(":")[0] for e in errors] == ["container cleanup", "cleanup"], errors
+    assert [e.split(":")[0] for e in errors] == ["cleanup", "container cleanup"], errors
     assert run.details.harvest is not None
     assert run.details.harvest.tip == TIP
     assert run.details.agent_result is not None, "the steps after a failed cleanup step ran"
@@ -32,9 +35,9 @@ def test_a_harvest_that_fails_keeps_everything_and_ends_unharvested(world: FakeW
     world.sandbox.agent = lambda _spec, out: (commit_bundle(out, TIP), (0, b""))[1]
     world.sandbox.fail["remove"] = DockerError("cannot remove container: 500")
     world.repo.fail["verify_bundle"] = GitError("bundle verify failed")
-    run = world.run_task()
+    run = world.store.get_run(world.run_task().id)
     errors = run.details.errors or []
-    assert [e.split(":")[0] for e in errors] == ["container cleanup", "harvest", "kept", "recover"], errors
+    assert [e.split(":")[0] for e in errors] == ["harvest", "kept", "recover", "container cleanup"], errors
     assert run.state is RunState.UNHARVESTED
     assert run.exit_code == 0, "the agent's own exit code is still recorded"
     harvest = run.details.harvest
