@@ -77,7 +77,7 @@ STEPS: list[tuple[str, tuple[str, str] | None, tuple[str, str] | None]] = [
     ("started -> first instruction (launcher: entry.sh checkout)", ("start", "t0"), ("start", "t0")),
     ("first instruction -> container died", ("t0", "die"), ("t0", "die")),
     ("container died -> process exit", ("die", "exit"), ("die", "exit")),
-    ("  harvest, settle, remove container + worktree", ("die", "settled"), None),
+    ("  harvest, settle (removal: after exit, see defer_teardown)", ("die", "settled"), None),
     ("  close store, interpreter exit", ("settled", "exit"), None),
 ]
 
