@@ -177,6 +177,11 @@ def test_a_detached_run_holds_the_claim_and_is_refused_like_a_foreground_one(ben
         return [r["state"] for r in bench.runs_by_task()[task]]
 
     bench.wait_for(lambda: states() == ["exited"], timeout=180, what="the detached run to exit")
-    with bench.store() as store:
-        done = store.get_task(task)
-    assert (done.lease_owner, done.queued) == (None, False)
+
+    def released() -> bool:
+        with bench.store() as store:
+            done = store.get_task(task)
+        return (done.lease_owner, done.queued) == (None, False)
+
+    # The ending and the claim's release are two writes: the release follows at once, not the teardown.
+    bench.wait_for(released, timeout=10, what="the detached run's claim to be given back")

@@ -109,6 +109,9 @@ def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRe
     hold = deps.teardown_locks.hold(current.id)
     try:
         settled = _record_ending(deps, current, outcome, state, details, problems, fence if outcome.own else None)
+        if release:
+            # Before the teardown: the task is free once its result is written, not once it is removed.
+            settled = release_claim(deps, settled)
     except BaseException:
         hold.release()
         raise
@@ -117,7 +120,7 @@ def settle(deps: RunDeps, outcome: RunOutcome, *, release: bool = True) -> RunRe
         deps.teardowns.add(teardown)
     else:
         take_apart(deps, teardown)
-    return release_claim(deps, settled) if release else settled
+    return settled
 
 
 def _record_ending(
