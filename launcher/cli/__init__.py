@@ -182,9 +182,13 @@ def _leave(code: str | int | None) -> NoReturn:
     (about 0.1 s of every launch here: docs/performance.md), once nothing is left that the
     teardown would wait for or flush: exit handlers run, stdio is flushed, files and connections
     are closed by their owners before this (`with`, Application.close). A live thread that is no
-    daemon (an executor's worker) sends it the normal way, which waits for it."""
+    daemon (an executor's worker) sends it the normal way, which waits for it; so does a profiler
+    or tracer (`python -m cProfile -m launcher`, a debugger), which writes what it found after
+    launcher returns."""
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     if code is None:
         status = 0
