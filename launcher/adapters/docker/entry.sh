@@ -2,9 +2,9 @@
 # launcher's entry inside a run's container (mounted read-only at /launcher/entry.sh).
 #
 # 1. Check out the run's branch as the run's own uid (the host only made an empty worktree).
-# 2. Backdate the checked-out files and refresh the index: with a read-only shared object
-#    store, files as new as the index are "racily clean", and a later `git add` would write a
-#    duplicate of every one of them into the run's object directory.
+# 2. Backdate the checked-out files as new as the index and refresh the index: with a
+#    read-only shared object store, such "racily clean" files would each be written again, as
+#    a duplicate, into the run's object directory by a later `git add -A` (see backdate).
 # 3. Run the agent.
 # 4. Capture everything the run made in one bundle for the host, which imports it without
 #    running git in the agent-written worktree (see capture below). LAUNCHER_PHASE=harvest
@@ -166,12 +166,31 @@ reset_to_head() {
     fi
 }
 
-# Backdates the NUL-separated paths on stdin, then refreshes the index.
+# Backdates those of the NUL-separated paths on stdin that are "racily clean", then refreshes
+# the index. A file written in the same second as the index cannot be told by its stat from one
+# changed in that second, so `git add -A` hashes each such file again and writes a copy of it
+# into the run's object directory (the shared objects are read-only: git cannot just freshen
+# them). Backdated to before that second, with the index refreshed, they are clean; files
+# written in an earlier second already are, and are left alone (the refresh hashes only what
+# was backdated). Without GNU find's -files0-from (busybox), every path is backdated.
 backdate() {
-    now=$(date +%s)
+    index=$(git rev-parse --git-path index) && written=$(stat -c %Y -- "$index") &&
+        work=$(mktemp -d) || { cat >/dev/null; return 0; }
+    cat >"$work/paths"
+    touch -d "@$((written - 1)).999999999" -- "$work/second"
+    if find -files0-from /dev/null 2>/dev/null; then
+        # -files0-from: a name is never read as one of find's options. Absent ones (outside a
+        # sparse checkout) are skipped: find says so and exits 1, which changes nothing here.
+        find -files0-from "$work/paths" -maxdepth 0 ! -type d -newer "$work/second" -print0 \
+            >"$work/racy" 2>/dev/null
+        mv -f -- "$work/racy" "$work/paths"
+    fi
     # -c: paths outside a sparse checkout are listed but absent, and must stay absent.
-    xargs -0 -r touch -c -h -d "@$((now - 2))" -- 2>/dev/null
-    git update-index -q --refresh >/dev/null 2>&1
+    if [ -s "$work/paths" ]; then
+        xargs -0 -r touch -c -h -d "@$((written - 2))" -- <"$work/paths" 2>/dev/null
+        git update-index -q --refresh >/dev/null 2>&1
+    fi
+    rm -rf -- "$work"
 }
 
 # A run took this slot: its branch at its base, its identity, its .case/ scope and task copy.
