@@ -56,10 +56,16 @@ def lock_is_held(path: Path) -> bool:
 def lock_within(fd: int, path: Path, timeout: float, *, max_delay: float = 0.05) -> bool:
     """Take ``fd``'s lock (exclusive) within ``timeout`` seconds; False when it stayed held."""
     try:
-        _acquire(fd, path, timeout, max_delay, "store")
+        lock_fd(fd, path, timeout, max_delay=max_delay)
     except LockTimeoutError:
         return False
     return True
+
+
+def lock_fd(fd: int, path: Path, timeout: float, *, max_delay: float = 0.05, guards: LockedResource = "store") -> None:
+    """Take ``fd``'s lock (exclusive) within ``timeout`` seconds, or a LockTimeoutError naming
+    what it ``guards``; for locks whose descriptor outlives a ``with`` (handed to a child)."""
+    _acquire(fd, path, timeout, max_delay, guards)
 
 
 def _acquire(fd: int, path: Path, timeout: float, max_delay: float, guards: LockedResource) -> None:

@@ -15,11 +15,12 @@ import os
 import time
 from pathlib import Path
 
-from launcher.adapters.locks import lock_is_held, lock_within
+from launcher.adapters.locks import lock_fd, lock_is_held, lock_within
 from launcher.core.ports.teardown import TeardownHold
-from launcher.errors import LockTimeoutError
 
 SUFFIX = ".lock"
+# How long a second settle of one run waits for the first's teardown.
+HOLD_TIMEOUT_S = 120.0
 
 
 class FlockHold:
@@ -55,11 +56,13 @@ class TeardownLocks:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(run_id)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        # Held by someone else only when two settle one run at once (a gc and its launcher):
-        # the second waits for the first's teardown rather than racing it.
-        if not lock_within(fd, path, 120.0):
+        try:
+            # Held by someone else only when two settle one run at once (a gc and its launcher):
+            # the second waits for the first's teardown rather than racing it.
+            lock_fd(fd, path, HOLD_TIMEOUT_S)
+        except BaseException:
             os.close(fd)
-            raise LockTimeoutError(str(path), 120.0, "store")
+            raise
         return FlockHold(fd, path)
 
     def held(self, run_id: str) -> bool:
