@@ -12,13 +12,14 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from .tokens import TOKEN
+
 MAX_HEAD = 64 * 1024
 CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"}
 )
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"})
-TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # A client's Connection header cannot drop these: without them the upstream would frame the body
 # the proxy forwards differently (Host is replaced anyway).
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})

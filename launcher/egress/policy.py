@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .addresses import IPNetwork, normalised
 from .hostnames import check_host, check_pattern, pattern_covers, split_upstream
-from .http1 import TOKEN
+from .tokens import TOKEN
 
 MAX_POLICY = 1024 * 1024
 
