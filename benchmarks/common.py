@@ -232,6 +232,46 @@ class Context:
         self._repos: dict[int, Path] = {}
         self._serial = 0
 
+    # -- the launch service (LAUNCHER_SERVICE=on), for the samples that measure it --
+
+    @property
+    def service_runtime(self) -> Path:
+        return self.tmp / "runtime"
+
+    def served_env(self) -> dict[str, str]:
+        """launcher's environment with the launch service on, in this session's own folder."""
+        self.service_runtime.mkdir(mode=0o700, exist_ok=True)
+        return {
+            **self.env,
+            "LAUNCHER_SERVICE": "verbose",
+            "XDG_RUNTIME_DIR": str(self.service_runtime),
+            "LAUNCHER_SERVICE_IDLE": "900",
+        }
+
+    def start_service(self) -> None:
+        """Untimed: the first served command runs itself and starts the service; wait until one is served."""
+        deadline = time.monotonic() + 120
+        while (
+            "served by the launch service" not in self.run([*self.launcher, "--version"], env=self.served_env()).stderr
+        ):
+            if time.monotonic() > deadline:
+                raise BenchmarkError("the launch service did not start within 120 s")
+            time.sleep(0.2)
+
+    def _stop_services(self) -> None:
+        """SIGTERM to the launch services of this session's folder (and no one else's)."""
+        marker = str(self.service_runtime).encode()
+        for proc_dir in Path("/proc").iterdir():
+            if not proc_dir.name.isdigit():
+                continue
+            try:
+                argv = (proc_dir / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"launcher.service" in argv and any(marker in a for a in argv):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(proc_dir.name), signal.SIGTERM)
+
     def repeats(self, full: int, quick: int) -> int:
         if self.options.repeats:
             return self.options.repeats
@@ -320,6 +360,7 @@ class Context:
     def cleanup(self) -> list[str]:
         """Stop our processes, remove our containers and temporary folders. Returns what went wrong."""
         problems: list[str] = []
+        self._stop_services()
         with self._lock:
             procs = [p for p in self._procs if p.poll() is None]
             self._procs.clear()

@@ -159,6 +159,8 @@ def _one_repo(
             spare_network = str(spare.extra["network"])
             _pooled_once(ctx, root, repo, task, "allowlist")
             _pooled_once(ctx, root, repo, task, "none")
+            ctx.start_service()
+            _launcher_once(ctx, root, task, "allowlist", served=True)
             _bare_once(ctx, repo)
             measures: list[Callable[[], Sample]] = [
                 lambda: _launcher_once(ctx, root, task, "allowlist"),
@@ -166,6 +168,9 @@ def _one_repo(
                 lambda: _spare_once(ctx, spare_root, spare_task, spare_network),
                 lambda: _pooled_once(ctx, root, repo, task, "allowlist"),
                 lambda: _pooled_once(ctx, root, repo, task, "none"),
+                lambda: _launcher_once(ctx, root, task, "allowlist", served=True),
+                lambda: _launcher_once(ctx, root, task, "none", served=True),
+                lambda: _pooled_once(ctx, root, repo, task, "allowlist", served=True),
                 lambda: _bare_once(ctx, repo),
             ]
             if sparse_dir:
@@ -189,6 +194,9 @@ def _one_repo(
         ("spare-network", "allowlist, a spare network (spare_networks = 1)", LAUNCH_TARGET, LAUNCH_TARGET),
         ("pool", "warm pool (allowlist)", POOL_TARGET, None),
         ("pool-none", "warm pool (--network none)", POOL_TARGET, None),
+        ("served", "allowlist, through the launch service (LAUNCHER_SERVICE=on)", LAUNCH_TARGET, LAUNCH_TARGET),
+        ("served-none", "--network none, through the launch service", LAUNCH_TARGET, LAUNCH_TARGET),
+        ("served-pool", "warm pool (allowlist), through the launch service", POOL_TARGET, None),
     ]
     if sparse_dir:
         kinds.append(("sparse", f"--sparse {sparse_dir} (allowlist)", None, None))
@@ -208,7 +216,7 @@ def _one_repo(
                     BASELINE,
                     target=target,
                     note=_pool_note(runs, what)
-                    if kind.startswith("pool")
+                    if "pool" in kind
                     else _sparse_note(shape, sparse_dir)
                     if kind == "sparse" and sparse_dir
                     else "",
@@ -284,14 +292,17 @@ def _launcher_once(
     pooled: bool = False,
     sparse: str | None = None,
     kind: str | None = None,
+    served: bool = False,
 ) -> Sample:
     argv = [*ctx.launcher, "--root", str(root), "run", "--network", network, task]
     if sparse:
         argv[-1:-1] = ["--sparse", sparse]
     launch = time.time()
     started = time.perf_counter()
-    done = ctx.run(argv)
+    done = ctx.run(argv, env=ctx.served_env()) if served else ctx.run(argv)
     full = time.perf_counter() - started
+    if served and "served by the launch service" not in done.stderr:
+        raise BenchmarkError(f"a served sample ran in its own process: {done.stderr[-400:]!r}")
     # Untimed: the run's deferred teardown ([run] defer_teardown) ends before the next sample,
     # so that its work does not land in another sample's time.
     teardown_s = wait_teardowns(root)
@@ -307,6 +318,8 @@ def _launcher_once(
     marks = {"launch": launch, "t0": t0, "exit": launch + full, **run_marks}
     if kind is None:
         kind = "pool" if pooled else "sparse" if sparse else "launcher"
+        if served:
+            kind = "served-pool" if pooled else "served"
         kind += "" if network == "allowlist" else f"-{network}"
     labels = {"launcher.run-id": run_id, "launcher.root": str(root)}
     if slot:  # the slot's container carries the slot's labels, not the run's
@@ -330,10 +343,10 @@ def _spare_once(ctx: Context, root: Path, task: str, network: str) -> Sample:
     return sample
 
 
-def _pooled_once(ctx: Context, root: Path, repo: Path, task: str, network: str) -> Sample:
+def _pooled_once(ctx: Context, root: Path, repo: Path, task: str, network: str, *, served: bool = False) -> Sample:
     """One slot warmed (untimed), then the same run as `_launcher_once`; it must take that slot."""
     slot, warm_s = pool.warm_one(ctx, root, repo, network)
-    sample = _launcher_once(ctx, root, task, network, pooled=True)
+    sample = _launcher_once(ctx, root, task, network, pooled=True, served=served)
     if sample.extra["pool_slot"] != slot:
         taken = sample.extra["pool_slot"]
         raise BenchmarkError(
