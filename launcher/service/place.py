@@ -23,6 +23,7 @@ PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 # Environment that shapes the interpreter at its start (a served command's is already made).
 CONTEXT_PREFIXES = ("PYTHON", "LC_")
 CONTEXT_NAMES = frozenset({"LANG"})
+RLIMITS = ("RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_CORE", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_STACK", "RLIMIT_CPU")
 
 
 def wanted(env: dict[str, str] | os._Environ[str]) -> bool:
@@ -59,10 +60,14 @@ def folder() -> str | None:
 
 def caller_context(env: dict[str, str] | os._Environ[str]) -> str:
     """What a served command would otherwise not share with its caller, since it is the
-    service's child: groups, cgroup, namespaces and what configures the interpreter. A caller
+    service's child: groups, resource limits, cgroup, namespaces and what configures the
+    interpreter. A caller
     that differs in any of them has a service of its own (started by it, so inside its cgroup:
     a CI job's service goes with the job)."""
+    import resource
+
     parts = [f"gid={os.getgid()}", f"groups={sorted(os.getgroups())}"]
+    parts += [f"{name}={resource.getrlimit(getattr(resource, name))}" for name in RLIMITS if hasattr(resource, name)]
     try:
         with open("/proc/self/cgroup", encoding="utf-8") as cgroup:
             parts.append(cgroup.read())

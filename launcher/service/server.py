@@ -58,10 +58,16 @@ class Served:
 
 
 def serve(path: Path, idle_s: float = place.IDLE_S) -> int:
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    lock_path = f"{path}.lock"
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        # A service that exits removes its lock file while it holds it: one locked after that
+        # holds a file nobody else will open, and leaves the socket to whoever made a new one.
+        if os.stat(lock_path).st_ino != os.fstat(lock_fd).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(lock_fd)
         return 0  # another one serves this socket
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
@@ -98,6 +104,8 @@ def serve(path: Path, idle_s: float = place.IDLE_S) -> int:
             if os.stat(path).st_ino == ours:
                 path.unlink()
         listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
         os.close(lock_fd)
 
 

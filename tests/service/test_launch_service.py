@@ -155,3 +155,17 @@ def test_a_caller_of_another_uid_is_refused_before_anything_runs(tmp_path: Path)
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_one_service_per_socket_and_an_idle_one_leaves_nothing(service: Service) -> None:
+    import subprocess
+    import sys
+
+    path = service.start(idle=2)
+    second = subprocess.run(
+        [sys.executable, "-m", "launcher.service", str(path), "2"], env=service.env(), timeout=60, check=False
+    )
+    assert second.returncode == 0, "a second service for one socket leaves at once"
+    assert service.proc is not None
+    assert service.proc.wait(timeout=60) == 0, "the first one serves on, then idles out"
+    assert list(service.folder.iterdir()) == [], "neither its socket nor its lock file is left"
