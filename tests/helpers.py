@@ -66,10 +66,21 @@ def invoke(args: list[str]) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def launcher_command() -> list[str]:
+    """How tests start launcher as its own process: ``python -m launcher``; with
+    ``LAUNCHER_TEST_VIA=script``, the console script instead (with LAUNCHER_SERVICE=on in the
+    environment, that puts the suite's commands through the launch service)."""
+    if os.environ.get("LAUNCHER_TEST_VIA") == "script":
+        script = Path(sys.executable).with_name("launcher")
+        assert script.exists(), f"LAUNCHER_TEST_VIA=script: no console script at {script}"
+        return [str(script)]
+    return [sys.executable, "-m", "launcher"]
+
+
 def run_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
     """Run the CLI as a separate process, as a user or a CI job would."""
     proc = subprocess.run(
-        [sys.executable, "-m", "launcher", *args],
+        [*launcher_command(), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -87,8 +98,13 @@ T = TypeVar("T")
 
 
 def clean_env(extra: dict[str, str] | None = None, *, drop: tuple[str, ...] = ()) -> dict[str, str]:
-    """This environment without anything that would pick another root, store or git dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "CASE_", "LAUNCHER_", *drop))}
+    """This environment without anything that would pick another root, store or git dir (the
+    launch service's settings stay: they change how launcher starts, not what it does)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GIT_", "CASE_", "LAUNCHER_", *drop)) or k in ("LAUNCHER_SERVICE", "LAUNCHER_SERVICE_IDLE")
+    }
     env.update(extra or {})
     return env
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import clean_env, containers_of, ensure_agent_image, release_root, wait_for
+from helpers import clean_env, containers_of, ensure_agent_image, launcher_command, release_root, wait_for
 from helpers import make_repo as _make_repo
 from helpers import repo_git as git
 from pg import PgServer, pg_server
@@ -71,7 +70,7 @@ class Bench:
     # -- the CLI ------------------------------------------------------------------------
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "launcher", "--root", str(self.root), "--state-url", self.state_url, *args]
+        return [*launcher_command(), "--root", str(self.root), "--state-url", self.state_url, *args]
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return clean_env(extra)

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from helpers import (
     containers_of,
     ensure_agent_image,
     git,
+    launcher_command,
     make_repo,
     release_root,
     repo_git,
@@ -56,7 +56,7 @@ class Case:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "launcher", "--root", str(self.root), *args]
+        return [*launcher_command(), "--root", str(self.root), *args]
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180, settled: bool = True) -> Any:
         """``launcher ARGS``; with ``settled``, once its runs' deferred teardowns are done too (what
