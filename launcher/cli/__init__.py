@@ -57,7 +57,7 @@ app = typer.Typer(
     ),
     epilog=(
         "Faster starts: with LAUNCHER_SERVICE=on, `launcher` hands each command to a service of "
-        "yours that has launcher loaded already (~0.3 s sooner; see the README, \"The launch service\")."
+        'yours that has launcher loaded already (~0.3 s sooner; see the README, "The launch service").'
     ),
     no_args_is_help=True,
     # --install-completion / --show-completion: typer detects the shell (bash, zsh, fish, PowerShell).
