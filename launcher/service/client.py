@@ -57,8 +57,13 @@ def _through_service() -> int | None:
     except OSError:
         sock.close()
         return None
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        sock.close()
+        return None  # a working folder that is gone: launcher in this process says what it can
     with sock, _standard_fds() as fds:
-        request = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()}
+        request = {"argv": sys.argv[1:], "cwd": cwd, "env": dict(os.environ), "umask": _umask()}
         try:
             wire.send_request(sock, request, fds)
         except OSError:

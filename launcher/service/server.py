@@ -69,6 +69,13 @@ def serve(path: Path, idle_s: float = place.IDLE_S) -> int:
     except (BlockingIOError, FileNotFoundError):
         os.close(lock_fd)
         return 0  # another one serves this socket
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # how it waits for its commands (Linux 5.3+)
+    except (AttributeError, OSError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(lock_fd)
+        return 1
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -94,11 +101,16 @@ def serve(path: Path, idle_s: float = place.IDLE_S) -> int:
             for key, _ in selector.select(timeout):
                 if key.data is None:
                     _accept(listener, selector, served)
-                elif key.data[0] == "exited":
-                    _reap(served.pop(key.data[1]), selector)
+                    continue
+                what, pidfd = key.data
+                command = served.get(pidfd)
+                if command is None:
+                    continue  # reaped earlier in this same batch of events
+                if what == "exited":
+                    _reap(served.pop(pidfd), selector)
                     idle_since = time.monotonic()
-                else:
-                    _hang_up(served[key.data[1]], selector)
+                elif not command.hung_up:
+                    _read_caller(command, selector)
     finally:
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == ours:
@@ -157,16 +169,18 @@ def _reap(gone: Served, selector: selectors.BaseSelector) -> None:
     gone.conn.close()
 
 
-def _hang_up(caller: Served, selector: selectors.BaseSelector) -> None:
-    """The caller's connection is readable: it sent nothing more, so it is gone (closed)."""
-    with contextlib.suppress(OSError):
-        if caller.conn.recv(1, socket.MSG_PEEK):
-            return  # not a hang-up; callers send nothing after the request
+def _read_caller(caller: Served, selector: selectors.BaseSelector) -> None:
+    """The caller's connection is readable. Callers send nothing after the request, so what
+    comes is dropped; its end (the caller closed it, or died) hangs the command up."""
+    try:
+        if caller.conn.recv(4096):
+            return
+    except OSError:
+        pass
     selector.unregister(caller.conn)
-    if not caller.hung_up:
-        caller.hung_up = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(caller.pid, signal.SIGHUP)
+    caller.hung_up = True
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(caller.pid, signal.SIGHUP)
 
 
 def _child(request: dict[str, Any], fds: list[int]) -> None:

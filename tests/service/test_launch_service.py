@@ -169,3 +169,26 @@ def test_one_service_per_socket_and_an_idle_one_leaves_nothing(service: Service)
     assert service.proc is not None
     assert service.proc.wait(timeout=60) == 0, "the first one serves on, then idles out"
     assert list(service.folder.iterdir()) == [], "neither its socket nor its lock file is left"
+
+
+def test_what_a_caller_sends_after_its_request_is_dropped_and_its_command_goes_on(service: Service) -> None:
+    import socket
+
+    from launcher.service import wire
+
+    path = service.start()
+    out_read, out_write = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            request = {"argv": ["--version"], "cwd": "/", "env": service.env(), "umask": 0o022}
+            wire.send_request(sock, request, [0, out_write, 2])
+            os.close(out_write)
+            sock.sendall(b"not part of any request\n")
+            answers = sock.makefile("r").read().split("\n")
+        assert answers[0].startswith("pid "), answers
+        assert answers[1] == "exit 0", answers
+        assert os.read(out_read, 4096).decode().startswith("launcher ")
+    finally:
+        os.close(out_read)
+    assert served_pid(launcher("--version", env=service.env()).stderr) is not None, "it serves on"
