@@ -111,6 +111,14 @@ def _relay(sock: socket.socket) -> int | None:
         kind, _, value = line.strip().partition(" ")
         if kind == "exit":
             return int(value)
+        if kind == "signal":
+            # As its own process would have: its caller sees the same end (a shell says 128+N).
+            killed_by = int(value)
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler
+                signal.signal(killed_by, signal.SIG_DFL)
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(os.getpid(), killed_by)
+            return 128 + killed_by
 
 
 @contextlib.contextmanager

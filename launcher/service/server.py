@@ -164,8 +164,8 @@ def _reap(gone: Served, selector: selectors.BaseSelector) -> None:
     selector.unregister(gone.pidfd)
     os.close(gone.pidfd)
     with contextlib.suppress(OSError):
-        # A command killed by a signal exits as a shell reports it: 128 + the signal.
-        gone.conn.sendall(f"exit {code if code >= 0 else 128 - code}\n".encode())
+        # A command killed by a signal: its caller dies of the same signal.
+        gone.conn.sendall((f"exit {code}\n" if code >= 0 else f"signal {-code}\n").encode())
     gone.conn.close()
 
 

@@ -1,5 +1,6 @@
 """The launch service's wire: one request (a length-prefixed JSON document, the caller's three
-standard descriptors passed with it) and text lines back (``pid N``, then ``exit N``)."""
+standard descriptors passed with it) and text lines back (``pid N``, then ``exit N`` or, for a
+command killed by a signal, ``signal N``)."""
 
 from __future__ import annotations
 

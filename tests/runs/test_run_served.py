@@ -78,3 +78,24 @@ def test_a_served_run_is_cancelled_by_its_callers_signal_or_its_death(
     assert saved_commit(git_repo, run["branch"]) == "stopped with SIGTERM\n"
     assert case.containers() == []
     assert worktree_paths(git_repo) == [str(git_repo)]
+
+
+def test_a_served_command_killed_by_a_signal_kills_its_caller_with_it(
+    case: Case, service: Service, git_repo: Path
+) -> None:
+    service.start()
+    task = case.create_task(git_repo, "Killed while served")
+    assert SCRIPT is not None
+    done = subprocess.run(
+        [SCRIPT, "--root", str(case.root), "run", task, "--network", "none", "--", "true"],
+        env=service.env(LAUNCHER_TEST_FAULTS="kill@after:claim"),
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, "as a launcher killed in its own process would be"
+    assert served_pid(done.stderr.decode()) is not None
+    case.ok("gc")
+    (run,) = [r for r in case.runs() if r["task_id"] == task]
+    assert run["state"] == "lost"
+    assert case.containers() == []
