@@ -104,7 +104,7 @@ def test_a_wheel_installed_into_a_fresh_venv_builds_the_images_and_runs_the_quic
     assert bundled == files_under(src / "images"), "the wheel must carry images/ exactly"
     assert REQUIRED.issubset(bundled)
     assert {n.split("/")[0] for n in names} == {"launcher", f"{DISTRIBUTION}-{launcher.__version__}.dist-info"}
-    assert "launcher = launcher.cli:main" in entry_points
+    assert "launcher = launcher.service.client:main" in entry_points
 
     started = time.monotonic()
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, timeout=300)
