@@ -63,7 +63,7 @@ def _through_service() -> int | None:
         sock.close()
         return None  # a working folder that is gone: launcher in this process says what it can
     with sock, _standard_fds() as fds:
-        request = {"argv": sys.argv[1:], "cwd": cwd, "env": dict(os.environ), "umask": _umask()}
+        request = wire.Request(argv=sys.argv[1:], cwd=cwd, env=dict(os.environ), umask=_umask())
         try:
             wire.send_request(sock, request, fds)
         except OSError:

@@ -2,9 +2,9 @@
 
 One at a time per socket (a lock beside it); it exits after ``idle_s`` seconds
 (``LAUNCHER_SERVICE_IDLE``, 300) with no command served and none running, and removes its
-socket. Single-threaded, so every fork copies a
-process with no lock held by another thread; it opens no connection of its own (no coordinator,
-no engine): each child opens its own, as a fresh ``launcher`` would.
+socket. Single-threaded, so every fork copies a process with no lock held by another thread; it
+opens no connection of its own (no coordinator, no engine): each child opens its own, as a fresh
+``launcher`` would.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from launcher.service import place, wire
 
@@ -183,7 +182,7 @@ def _read_caller(caller: Served, selector: selectors.BaseSelector) -> None:
         os.killpg(caller.pid, signal.SIGHUP)
 
 
-def _child(request: dict[str, Any], fds: list[int]) -> None:
+def _child(request: wire.Request, fds: list[int]) -> None:
     """Become the command the caller asked for, as `launcher` would have run it; never returns."""
     status = 1
     try:
@@ -210,19 +209,16 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         os._exit(status)
 
 
-def _become(request: dict[str, Any]) -> None:
-    env, argv, cwd, umask = request["env"], request["argv"], request["cwd"], request["umask"]
-    if not (isinstance(env, dict) and isinstance(argv, list) and isinstance(cwd, str) and isinstance(umask, int)):
-        raise ValueError("a malformed request")
+def _become(request: wire.Request) -> None:
     # A fresh interpreter's signal dispositions, not the service's.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
     os.environ.clear()
-    os.environ.update({str(k): str(v) for k, v in env.items()})
-    os.umask(umask)
-    os.chdir(cwd)
-    sys.argv = ["launcher", *(str(a) for a in argv)]
+    os.environ.update(request.env)
+    os.umask(request.umask)
+    os.chdir(request.cwd)
+    sys.argv = ["launcher", *request.argv]
     # Streams as the interpreter makes them at start: line-buffered on a terminal; stderr always.
     # sys.__stdin__ and the others stay the service's objects: on fds 0-2, now the caller's.
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")

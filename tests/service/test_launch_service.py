@@ -139,7 +139,7 @@ def test_a_caller_of_another_uid_is_refused_before_anything_runs(tmp_path: Path)
                 os.setuid(65534)
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.connect(str(path))
-                    request = {"argv": ["init"], "cwd": "/", "env": {"CASE_ROOT": str(marker)}, "umask": 0o022}
+                    request = wire.Request(argv=["init"], cwd="/", env={"CASE_ROOT": str(marker)}, umask=0o022)
                     # The service may refuse (and close) before all of it is sent.
                     with contextlib.suppress(BrokenPipeError):
                         wire.send_request(sock, request, [0, 1, 2])
@@ -181,7 +181,7 @@ def test_what_a_caller_sends_after_its_request_is_dropped_and_its_command_goes_o
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(str(path))
-            request = {"argv": ["--version"], "cwd": "/", "env": service.env(), "umask": 0o022}
+            request = wire.Request(argv=["--version"], cwd="/", env=service.env(), umask=0o022)
             wire.send_request(sock, request, [0, out_write, 2])
             os.close(out_write)
             sock.sendall(b"not part of any request\n")
@@ -192,3 +192,21 @@ def test_what_a_caller_sends_after_its_request_is_dropped_and_its_command_goes_o
     finally:
         os.close(out_read)
     assert served_pid(launcher("--version", env=service.env()).stderr) is not None, "it serves on"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"[]",
+        b'{"argv": "init", "cwd": "/", "env": {}, "umask": 18}',
+        b'{"argv": ["init"], "cwd": "relative", "env": {}, "umask": 18}',
+        b'{"argv": ["init"], "cwd": "/", "env": {"A": 1}, "umask": 18}',
+        b'{"argv": ["init"], "cwd": "/", "env": {}, "umask": true}',
+        b'{"argv": ["init"], "cwd": "/", "env": {}, "umask": 18, "extra": 1}',
+    ],
+)
+def test_a_malformed_request_is_refused_before_anything_is_forked(document: bytes) -> None:
+    from launcher.service import wire
+
+    with pytest.raises(ValueError):
+        wire.Request.parse(document)
